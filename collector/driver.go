@@ -1,0 +1,48 @@
+package collector
+
+import (
+	"context"
+	"time"
+
+	"github.com/fieldgate/fieldgate/telemetry"
+)
+
+// Driver reads one device connection. The collector calls its methods from a
+// single goroutine, in this order: Groups (any time), then Connect, any
+// number of Read, and Close; after a failed Read it may call Close and
+// Connect again. A Driver is not safe for concurrent use.
+type Driver interface {
+	// Groups returns the poll interval of each poll group; Read's group
+	// argument indexes this slice. It does no I/O and never changes.
+	Groups() []time.Duration
+	// Connect opens the connection. It honours ctx's deadline.
+	Connect(ctx context.Context) error
+	// Read polls every tag of one group and appends one point per tag to
+	// dst. A tag the device refused (an exception, a bad value) gets a point
+	// with Bad quality and Read goes on; an error is returned only when the
+	// connection itself failed, and then the collector reconnects.
+	Read(ctx context.Context, group int, dst []telemetry.Point) ([]telemetry.Point, error)
+	// Tags returns the names and units of one group's tags, in the order
+	// Read appends them, so the collector can report them Bad while the
+	// device is down.
+	Tags(group int) []TagInfo
+	// Close releases the connection. It is safe to call more than once.
+	Close() error
+}
+
+// TagInfo names one tag of a poll group.
+type TagInfo struct {
+	Name string
+	Unit string
+}
+
+// Device is one device the collector polls.
+type Device struct {
+	Name   string
+	Driver Driver
+}
+
+// Sink takes each batch a device produces. It is called from the device's
+// goroutine and may block (the buffer returns after its commit); the batch
+// and its Points are only valid during the call.
+type Sink func(ctx context.Context, b *telemetry.Batch) error
