@@ -40,6 +40,19 @@ type TagInfo struct {
 type Device struct {
 	Name   string
 	Driver Driver
+	// BackoffMin and BackoffMax bound the wait between reconnect attempts:
+	// it starts at BackoffMin, doubles after each failed attempt up to
+	// BackoffMax, and is jittered down by up to half. Zero means
+	// DefaultBackoffMin and DefaultBackoffMax.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+}
+
+// Timeouter is implemented by drivers that know how long a Connect or a
+// Read may take. The collector runs each call under a context with that
+// timeout; for drivers without it, DefaultTimeout.
+type Timeouter interface {
+	Timeout() time.Duration
 }
 
 // Sink takes each batch a device produces. It is called from the device's
