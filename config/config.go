@@ -1,0 +1,126 @@
+package config
+
+import (
+	"os"
+	"time"
+
+	"github.com/fieldgate/fieldgate/collector/modbus"
+)
+
+// Defaults applied by Load and Parse to keys that are absent (or null).
+const (
+	DefaultBufferPath     = "/var/lib/fieldgate/buffer.db"
+	DefaultMaxBytes       = ByteSize(1 << 30) // 1GiB
+	DefaultSyncInterval   = time.Second
+	DefaultKeepalive      = 30 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultPublishTimeout = 10 * time.Second
+	DefaultWindow         = 100
+	DefaultQoS            = 1
+	DefaultPrefix         = "fieldgate"
+	DefaultTopic          = "{prefix}/{gateway}/{device}"
+	DefaultStatusTopic    = "{prefix}/{gateway}/status"
+	DefaultAPIListen      = "127.0.0.1:8080"
+	DefaultPoll           = time.Second
+	// MinPoll is the shortest poll interval a device or tag may ask for.
+	MinPoll = 10 * time.Millisecond
+	// MinMaxBytes is the smallest buffer.max_bytes accepted.
+	MinMaxBytes = ByteSize(1 << 20)
+)
+
+// Values of Buffer.Sync and MQTT.Format.
+const (
+	SyncAlways   = "always"   // fsync every commit
+	SyncInterval = "interval" // fsync every sync_interval; a bounded window of loss
+	FormatJSON   = "json"
+)
+
+// Config is the whole gateway configuration as read from one YAML file.
+// After Load it holds every default, and it is only read from then on, so
+// it is safe for concurrent reads. Printing it never shows a secret (see
+// Secret).
+type Config struct {
+	Gateway Gateway  `yaml:"gateway"`
+	Buffer  Buffer   `yaml:"buffer"`
+	API     API      `yaml:"api"`
+	MQTT    MQTT     `yaml:"mqtt"`
+	Devices []Device `yaml:"devices"`
+	// Source is the file name Load read (the name given to Parse).
+	Source string `yaml:"-"`
+}
+
+// Gateway identifies this gateway.
+type Gateway struct {
+	// ID is required, [A-Za-z0-9_.-]+; it is the MQTT client id and the
+	// {gateway} of topic templates.
+	ID string `yaml:"id"`
+}
+
+// Buffer configures the durable store-and-forward queue.
+type Buffer struct {
+	Path     string   `yaml:"path"`      // bbolt file; relative to the config file's folder
+	MaxBytes ByteSize `yaml:"max_bytes"` // the oldest data is dropped past this
+	// Sync is SyncAlways (fsync per commit) or SyncInterval (fsync every
+	// SyncInterval, less flash wear, bounded loss on power failure).
+	Sync         string        `yaml:"sync"`
+	SyncInterval time.Duration `yaml:"sync_interval"` // only with SyncInterval
+}
+
+// API configures the management API.
+type API struct {
+	// Listen is host:port; a non-loopback host requires TokenFile.
+	Listen    string `yaml:"listen"`
+	TokenFile string `yaml:"token_file"` // relative to the config file's folder
+	// Token is the content of TokenFile, read by Load.
+	Token Secret `yaml:"-"`
+}
+
+// MQTT configures the uplink.
+type MQTT struct {
+	URL      string `yaml:"url"` // tcp://host:port or tls://host:port; the port is always set after Load
+	Username string `yaml:"username"`
+	// Password is the password after ${ENV} expansion, or the content of
+	// PasswordFile after Load.
+	Password       Secret        `yaml:"password"`
+	PasswordFile   string        `yaml:"password_file"`
+	TLS            *TLS          `yaml:"tls"` // only with a tls:// URL; nil uses the system roots
+	Keepalive      time.Duration `yaml:"keepalive"`
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	Window         int           `yaml:"window"` // in-flight publishes, 1..65535
+	QoS            int           `yaml:"qos"`    // 0 or 1
+	Format         string        `yaml:"format"` // FormatJSON
+	// Topic and StatusTopic are templates with the placeholders {prefix},
+	// {gateway} and (Topic only) {device}.
+	Topic       string `yaml:"topic"`
+	Prefix      string `yaml:"prefix"`
+	StatusTopic string `yaml:"status_topic"`
+}
+
+// TLS holds the files for tls:// broker URLs, relative to the config
+// file's folder. Load does not read them; the uplink does when it dials.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`   // PEM roots; the system roots when empty
+	CertFile string `yaml:"cert_file"` // client certificate for mutual TLS, with KeyFile
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Device is one device the gateway polls.
+type Device struct {
+	Name string `yaml:"name"` // required, unique, [A-Za-z0-9_.-]+
+	// Modbus is required for now. After Load, Modbus.Poll and Modbus.Tags
+	// hold Poll and Tags, so the driver needs nothing else.
+	Modbus *modbus.Config `yaml:"modbus"`
+	Poll   time.Duration  `yaml:"poll"`
+	Tags   []modbus.Tag   `yaml:"tags"`
+}
+
+// Load reads the file at path and returns its configuration with defaults
+// set, or every problem found, joined. See Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}

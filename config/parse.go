@@ -1,0 +1,247 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/fieldgate/fieldgate/collector/modbus"
+)
+
+// Parse decodes, defaults and validates the YAML in data; name is the file
+// it came from, used in error messages and to resolve relative paths. It
+// reads mqtt.password_file and api.token_file and expands ${ENV} in
+// mqtt.password, but otherwise does no I/O. The error joins every problem
+// found (each an *Error), sorted by position.
+func Parse(name string, data []byte) (*Config, error) {
+	src := &source{file: name, nodes: map[string]*yaml.Node{}, skip: map[string]bool{}, bad: map[string]bool{}}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, syntaxError(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		e := &Error{File: name, Line: extra.Line, Column: extra.Column, Msg: "a config file holds one YAML document; remove the second one"}
+		return nil, e
+	} else if !errors.Is(err, io.EOF) {
+		return nil, syntaxError(name, err)
+	}
+	root := &doc
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		root = doc.Content[0]
+	}
+	if root.Kind == 0 { // an empty file
+		root = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: 1, Column: 1}
+	}
+	src.root = root
+
+	c := &Config{Source: name}
+	d := &decoder{src: src, active: map[*yaml.Node]bool{}}
+	d.decode("", root, reflect.ValueOf(c).Elem())
+	errs := d.errs
+	if root.Kind == yaml.MappingNode {
+		setDefaults(c, src)
+		resolvePaths(c, filepath.Dir(name))
+		for _, e := range validate(c, src) {
+			if !src.covered(e.Path) {
+				errs = append(errs, e)
+			}
+		}
+		errs = append(errs, resolveSecrets(c, src)...)
+	}
+	if len(errs) > 0 {
+		return nil, joinErrors(errs)
+	}
+	return c, nil
+}
+
+func joinErrors(errs []*Error) error {
+	sortErrors(errs)
+	all := make([]error, len(errs))
+	for i, e := range errs {
+		all[i] = e
+	}
+	return errors.Join(all...)
+}
+
+var syntaxLine = regexp.MustCompile(`^yaml: line (\d+): `)
+
+// syntaxError turns "yaml: line 3: did not find expected key" into
+// "plant.yaml:3: did not find expected key".
+func syntaxError(name string, err error) error {
+	msg := err.Error()
+	e := &Error{File: name, Err: err}
+	if m := syntaxLine.FindStringSubmatch(msg); m != nil {
+		fmt.Sscan(m[1], &e.Line)
+		msg = msg[len(m[0]):]
+	}
+	e.Msg = strings.TrimPrefix(msg, "yaml: ")
+	return e
+}
+
+// setDefaults fills every key that was absent (or null) with its default.
+// It is the one place defaults live; docs/config.md lists the same values.
+// Explicit values, even zero ones, are left for validate to judge.
+func setDefaults(c *Config, src *source) {
+	def := func(path string, set func()) {
+		if !src.has(path) {
+			set()
+		}
+	}
+	def("buffer.path", func() { c.Buffer.Path = DefaultBufferPath })
+	def("buffer.max_bytes", func() { c.Buffer.MaxBytes = DefaultMaxBytes })
+	def("buffer.sync", func() { c.Buffer.Sync = SyncAlways })
+	if c.Buffer.Sync == SyncInterval {
+		def("buffer.sync_interval", func() { c.Buffer.SyncInterval = DefaultSyncInterval })
+	}
+	def("api.listen", func() { c.API.Listen = DefaultAPIListen })
+
+	m := &c.MQTT
+	if u, err := url.Parse(m.URL); err == nil && u.Host != "" && u.Port() == "" {
+		switch u.Scheme {
+		case "tcp":
+			u.Host = net.JoinHostPort(u.Hostname(), "1883")
+		case "tls":
+			u.Host = net.JoinHostPort(u.Hostname(), "8883")
+		}
+		m.URL = u.String()
+	}
+	def("mqtt.keepalive", func() { m.Keepalive = DefaultKeepalive })
+	def("mqtt.connect_timeout", func() { m.ConnectTimeout = DefaultConnectTimeout })
+	def("mqtt.publish_timeout", func() { m.PublishTimeout = DefaultPublishTimeout })
+	def("mqtt.window", func() { m.Window = DefaultWindow })
+	def("mqtt.qos", func() { m.QoS = DefaultQoS })
+	def("mqtt.format", func() { m.Format = FormatJSON })
+	def("mqtt.topic", func() { m.Topic = DefaultTopic })
+	def("mqtt.prefix", func() { m.Prefix = DefaultPrefix })
+	def("mqtt.status_topic", func() { m.StatusTopic = DefaultStatusTopic })
+
+	for i := range c.Devices {
+		dev := &c.Devices[i]
+		p := fmt.Sprintf("devices[%d]", i)
+		def(p+".poll", func() { dev.Poll = DefaultPoll })
+		if mb := dev.Modbus; mb != nil {
+			def(p+".modbus.unit", func() { mb.Unit = 1 })
+			def(p+".modbus.timeout", func() { mb.Timeout = modbus.DefaultTimeout })
+			if mb.MaxGap == nil {
+				g := uint16(modbus.DefaultMaxGap)
+				mb.MaxGap = &g
+			}
+			mb.Poll = dev.Poll
+			mb.Tags = dev.Tags
+		}
+	}
+}
+
+// resolvePaths makes relative file paths relative to dir, the folder of
+// the config file.
+func resolvePaths(c *Config, dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.Buffer.Path)
+	abs(&c.API.TokenFile)
+	abs(&c.MQTT.PasswordFile)
+	if t := c.MQTT.TLS; t != nil {
+		abs(&t.CAFile)
+		abs(&t.CertFile)
+		abs(&t.KeyFile)
+	}
+}
+
+var envRef = regexp.MustCompile(`\$\$\{|\$\{([^}]*)\}|\$\{`)
+
+// expandEnv replaces ${NAME} in s with the environment variable NAME;
+// $${ stands for a literal ${. An unset variable is an error naming it.
+func expandEnv(s string) (string, error) {
+	var err error
+	out := envRef.ReplaceAllStringFunc(s, func(m string) string {
+		switch {
+		case m == "$${":
+			return "${"
+		case m == "${":
+			err = errors.New("unterminated ${; write $${ for a literal ${")
+			return m
+		}
+		name := m[2 : len(m)-1]
+		if !validEnvName(name) {
+			err = fmt.Errorf("%q is not an environment variable name", name)
+			return m
+		}
+		v, ok := os.LookupEnv(name)
+		if !ok && err == nil {
+			err = fmt.Errorf("environment variable %s is not set", name)
+		}
+		return v
+	})
+	return out, err
+}
+
+func validEnvName(s string) bool {
+	for i, r := range s {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// resolveSecrets expands ${ENV} in mqtt.password and reads
+// mqtt.password_file and api.token_file.
+func resolveSecrets(c *Config, src *source) []*Error {
+	var errs []*Error
+	fail := func(path string, cause error, format string, args ...any) {
+		errs = append(errs, src.errorAt(nil, path, cause, format, args...))
+	}
+	m := &c.MQTT
+	switch {
+	case m.Password != "" && m.PasswordFile != "":
+		fail("mqtt.password_file", nil, "set password or password_file, not both")
+	case m.Password != "":
+		p, err := expandEnv(string(m.Password))
+		if err != nil {
+			fail("mqtt.password", err, "%v", err)
+		}
+		m.Password = Secret(p)
+	case m.PasswordFile != "":
+		p, err := readSecret(m.PasswordFile)
+		if err != nil {
+			fail("mqtt.password_file", err, "%v", err)
+		}
+		m.Password = p
+	}
+	if c.API.TokenFile != "" {
+		t, err := readSecret(c.API.TokenFile)
+		if err != nil {
+			fail("api.token_file", err, "%v", err)
+		}
+		c.API.Token = t
+	}
+	return errs
+}
+
+// readSecret reads a secret file, dropping one trailing newline.
+func readSecret(path string) (Secret, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read secret: %w", err)
+	}
+	s := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return Secret(s), nil
+}

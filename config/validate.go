@@ -1,0 +1,418 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fieldgate/fieldgate/collector/modbus"
+)
+
+// Validate checks a configuration whose defaults are set, as Load returns
+// it or as a program builds it, and returns every problem joined (each an
+// *Error without a file position), or nil. It does no I/O.
+func (c *Config) Validate() error {
+	if errs := validate(c, nil); len(errs) > 0 {
+		return joinErrors(errs)
+	}
+	return nil
+}
+
+// validator collects the problems of one Config; src (nil for Validate)
+// gives positions and tells explicit keys from absent ones.
+type validator struct {
+	src  *source
+	errs []*Error
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	v.errs = append(v.errs, v.src.errorAt(nil, path, nil, format, args...))
+}
+
+func (v *validator) unsupported(path, what string) {
+	v.errs = append(v.errs, v.src.errorAt(nil, path, ErrNotSupported, "%s %v", what, ErrNotSupported))
+}
+
+func validate(c *Config, src *source) []*Error {
+	v := &validator{src: src}
+	v.name("gateway.id", c.Gateway.ID, "the gateway's name, e.g. line3-gw")
+	v.buffer(&c.Buffer)
+	v.api(&c.API)
+	v.mqtt(&c.MQTT)
+	if len(c.Devices) == 0 {
+		v.errorf("devices", "at least one device is required")
+	}
+	names := map[string]string{} // device name → path of its first use
+	for i := range c.Devices {
+		v.device(fmt.Sprintf("devices[%d]", i), &c.Devices[i], names)
+	}
+	return v.errs
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// name checks a required name; example says what it is when missing.
+func (v *validator) name(path, s, example string) bool {
+	switch {
+	case s == "":
+		v.errorf(path, "required: %s", example)
+	case !nameRE.MatchString(s):
+		v.errorf(path, "%q is not a valid name; use letters, digits, '_', '.' and '-'", s)
+	default:
+		return true
+	}
+	return false
+}
+
+// unique reports a name already used at another path of names.
+func (v *validator) unique(path, s, what string, names map[string]string) {
+	if s == "" {
+		return
+	}
+	if first, ok := names[s]; ok {
+		at := first
+		if n := v.src.node(first); n != nil {
+			at = "line " + strconv.Itoa(n.Line)
+		}
+		v.errorf(path, "duplicate %s name %q; first used at %s", what, s, at)
+		return
+	}
+	names[s] = path
+}
+
+func (v *validator) positive(path string, d time.Duration) {
+	if d <= 0 {
+		v.errorf(path, "must be positive, got %v", d)
+	}
+}
+
+func (v *validator) buffer(b *Buffer) {
+	if b.Path == "" {
+		v.errorf("buffer.path", "must not be empty")
+	}
+	if b.MaxBytes < MinMaxBytes {
+		v.errorf("buffer.max_bytes", "must be at least %v, got %v", MinMaxBytes, b.MaxBytes)
+	}
+	switch b.Sync {
+	case SyncAlways:
+		if b.SyncInterval != 0 {
+			v.errorf("buffer.sync_interval", "only with sync: interval")
+		}
+	case SyncInterval:
+		v.positive("buffer.sync_interval", b.SyncInterval)
+	default:
+		v.errorf("buffer.sync", "%q is not a sync mode; use always or interval", b.Sync)
+	}
+}
+
+func (v *validator) api(a *API) {
+	host, port, err := net.SplitHostPort(a.Listen)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		v.errorf("api.listen", "%q is not host:port, e.g. 127.0.0.1:8080", a.Listen)
+		return
+	}
+	ip := net.ParseIP(host)
+	if a.TokenFile == "" && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		v.errorf("api.token_file", "required when api.listen is not a loopback address (%s): the API must not be open to the network without a bearer token", a.Listen)
+	}
+}
+
+func (v *validator) mqtt(m *MQTT) {
+	if m.URL == "" {
+		v.errorf("mqtt.url", "required: the broker, e.g. tls://broker.example:8883 or tcp://10.0.0.5:1883")
+	} else if u, ok := v.url("mqtt.url", m.URL, "tcp://host:port or tls://host:port"); ok {
+		switch u.Scheme {
+		case "tcp", "tls":
+		case "mqtt", "ssl", "mqtts":
+			v.errorf("mqtt.url", "scheme %s:// is not supported; write tcp:// for plain MQTT or tls:// for MQTT over TLS", u.Scheme)
+		default:
+			v.errorf("mqtt.url", "scheme %s:// is not supported; use tcp:// or tls://", u.Scheme)
+		}
+		if m.TLS != nil && u.Scheme != "tls" {
+			v.errorf("mqtt.tls", "only with a tls:// url")
+		}
+	}
+	if t := m.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
+		v.errorf("mqtt.tls", "set both cert_file and key_file for a client certificate, or neither")
+	}
+	if m.Username == "" && (m.Password != "" || m.PasswordFile != "") {
+		v.errorf("mqtt.username", "required with a password (MQTT 3.1.1 sends no password without a user name)")
+	}
+	if m.Keepalive < time.Second || m.Keepalive > 65535*time.Second {
+		v.errorf("mqtt.keepalive", "must be 1s..18h12m15s, got %v", m.Keepalive)
+	}
+	v.positive("mqtt.connect_timeout", m.ConnectTimeout)
+	v.positive("mqtt.publish_timeout", m.PublishTimeout)
+	if m.Window < 1 || m.Window > 65535 {
+		v.errorf("mqtt.window", "must be 1..65535, got %d", m.Window)
+	}
+	if m.QoS != 0 && m.QoS != 1 {
+		v.errorf("mqtt.qos", "must be 0 or 1, got %d", m.QoS)
+	}
+	switch m.Format {
+	case FormatJSON:
+	case "sparkplugb":
+		v.unsupported("mqtt.format", "format sparkplugb is")
+	case "thingsboard":
+		v.unsupported("mqtt.format", "format thingsboard is")
+	default:
+		v.errorf("mqtt.format", "%q is not a format; use json", m.Format)
+	}
+	v.topic("mqtt.topic", m.Topic, "{prefix}", "{gateway}", "{device}")
+	v.topic("mqtt.status_topic", m.StatusTopic, "{prefix}", "{gateway}")
+	switch {
+	case m.Prefix == "":
+		v.errorf("mqtt.prefix", "must not be empty")
+	case strings.ContainsAny(m.Prefix, "+#{}\x00"):
+		v.errorf("mqtt.prefix", "%q must not contain +, #, { or }", m.Prefix)
+	case strings.HasPrefix(m.Prefix, "/") || strings.HasSuffix(m.Prefix, "/"):
+		v.errorf("mqtt.prefix", "%q must not start or end with /", m.Prefix)
+	}
+}
+
+// url parses a device or broker URL that needs a host and, if given, a
+// numeric port.
+func (v *validator) url(path, s, form string) (*url.URL, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Opaque != "" || !strings.Contains(s, "://") {
+		v.errorf(path, "%q is not a URL; use %s", s, form)
+		return nil, false
+	}
+	if u.User != nil {
+		v.errorf(path, "must not hold credentials; use username and password")
+	}
+	if u.Scheme == "rtu" {
+		return u, true // a device path, not a host
+	}
+	if u.Hostname() == "" {
+		v.errorf(path, "%q has no host; use %s", s, form)
+		return nil, false
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			v.errorf(path, "port %s must be 1..65535", p)
+		}
+	}
+	return u, true
+}
+
+// topic checks an MQTT topic template against its allowed placeholders.
+func (v *validator) topic(path, t string, allowed ...string) {
+	if t == "" {
+		v.errorf(path, "must not be empty")
+		return
+	}
+	if strings.ContainsAny(t, "+#\x00") {
+		v.errorf(path, "%q must not contain the MQTT wildcards + or #", t)
+	}
+	for rest := t; ; {
+		i := strings.IndexAny(rest, "{}")
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if rest[i] == '}' || j < 0 {
+			v.errorf(path, "%q has an unmatched brace", t)
+			return
+		}
+		ph := rest[i : i+j+1]
+		if !contains(allowed, ph) {
+			if !nameRE.MatchString(ph[1 : len(ph)-1]) {
+				ph = strconv.Quote(ph)
+			}
+			v.errorf(path, "unknown placeholder %s; use %s", ph, orList(allowed))
+		}
+		rest = rest[i+j+1:]
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// orList writes a, b or c.
+func orList(items []string) string {
+	if len(items) < 2 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
+}
+
+func (v *validator) device(p string, d *Device, names map[string]string) {
+	if v.name(p+".name", d.Name, "the device's name, e.g. press-1") {
+		v.unique(p+".name", d.Name, "device", names)
+	}
+	if v.src != nil && v.src.skip[p] {
+		return // reported as not supported while decoding
+	}
+	if d.Poll < MinPoll {
+		v.errorf(p+".poll", "must be at least %v, got %v", MinPoll, d.Poll)
+	}
+	if d.Modbus == nil {
+		v.errorf(p+".modbus", "required: the device's connection, e.g. modbus: { url: tcp://10.0.0.21:502, unit: 1 }")
+		return
+	}
+	maxRegs := v.modbus(p+".modbus", d.Modbus)
+	if len(d.Tags) == 0 {
+		v.errorf(p+".tags", "at least one tag is required")
+	}
+	tagNames := map[string]string{}
+	for j := range d.Tags {
+		v.tag(fmt.Sprintf("%s.tags[%d]", p, j), &d.Tags[j], tagNames, maxRegs)
+	}
+}
+
+// modbus checks a device's connection and returns its register limit per
+// request.
+func (v *validator) modbus(p string, m *modbus.Config) uint16 {
+	const form = "tcp://host:port, e.g. tcp://10.0.0.21:502"
+	if m.URL == "" {
+		v.errorf(p+".url", "required: %s", form)
+	} else if u, ok := v.url(p+".url", m.URL, form); ok {
+		switch u.Scheme {
+		case "tcp":
+		case "rtu":
+			v.unsupported(p+".url", "Modbus RTU (rtu://) is")
+		case "rtuovertcp":
+			v.unsupported(p+".url", "Modbus RTU over TCP (rtuovertcp://) is")
+		default:
+			v.errorf(p+".url", "scheme %s:// is not supported; use %s", u.Scheme, form)
+		}
+	}
+	if m.Unit > 247 {
+		v.errorf(p+".unit", "must be 0..247, got %d", m.Unit)
+	}
+	v.positive(p+".timeout", m.Timeout)
+	maxRegs := uint16(modbus.MaxRegistersPerRequest)
+	if m.MaxRegisters > modbus.MaxRegistersPerRequest {
+		v.errorf(p+".max_registers", "must be at most %d (the protocol limit), got %d", modbus.MaxRegistersPerRequest, m.MaxRegisters)
+	} else if m.MaxRegisters > 0 {
+		maxRegs = m.MaxRegisters
+	}
+	if m.MaxBits > modbus.MaxBitsPerRequest {
+		v.errorf(p+".max_bits", "must be at most %d (the protocol limit), got %d", modbus.MaxBitsPerRequest, m.MaxBits)
+	}
+	return maxRegs
+}
+
+const addressForms = "either address, a Modicon number such as 40001, or table (coil, discrete, input or holding) and offset, the zero-based number within the table"
+
+func (v *validator) tag(p string, t *modbus.Tag, names map[string]string, maxRegs uint16) {
+	if v.name(p+".name", t.Name, "the tag's name, e.g. oil_temp") {
+		v.unique(p+".name", t.Name, "tag", names)
+	}
+
+	// Where: address, or table and offset.
+	hasAddr := t.Address != 0 || v.src.has(p+".address")
+	hasTable, hasOffset := t.Table != modbus.TableNone, t.Offset != nil
+	var table modbus.Table
+	var offset uint16
+	at := p + ".address"
+	switch {
+	case hasAddr && (hasTable || hasOffset):
+		v.errorf(p+".address", "set %s; not both", addressForms)
+	case hasAddr:
+		var err error
+		if table, offset, err = modbus.ParseModicon(t.Address); err != nil {
+			v.errorf(p+".address", "%v", err)
+		}
+	case hasTable && hasOffset:
+		table, offset, at = t.Table, *t.Offset, p+".offset"
+	case hasTable:
+		v.errorf(p+".table", "offset is required with table: the zero-based number within the table")
+	case hasOffset:
+		v.errorf(p+".offset", "table is required with offset; use one of %s", strings.Join(modbus.TableNames, ", "))
+	default:
+		v.errorf(p, "needs an address: %s", addressForms)
+	}
+
+	typ := t.Type
+	numeric := typ.Registers() > 0
+	if typ == modbus.TypeNone {
+		v.errorf(p+".type", "required; use one of %s", strings.Join(modbus.TypeNames, ", "))
+	}
+	if t.Bit != nil && (typ != modbus.TypeBool || table.IsBit()) {
+		v.errorf(p+".bit", "only for type bool on an input or holding register")
+	}
+	if t.Length != 0 && typ != modbus.TypeString && typ != modbus.TypeNone {
+		v.errorf(p+".length", "only for type string")
+	}
+	if (t.Scale != nil || t.ValueOffset != nil) && !numeric && typ != modbus.TypeNone {
+		key := "scale"
+		if t.Scale == nil {
+			key = "value_offset"
+		}
+		v.errorf(p+"."+key, "only for numeric types, not %s", typ)
+	}
+	if t.Scale != nil && *t.Scale == 0 {
+		v.errorf(p+".scale", "must not be 0")
+	}
+	if t.Poll != 0 || v.src.has(p+".poll") {
+		if t.Poll < MinPoll {
+			v.errorf(p+".poll", "must be at least %v, got %v", MinPoll, t.Poll)
+		}
+	}
+
+	// What: the type, and whether it fits the table.
+	regs := typ.Registers()
+	switch typ {
+	case modbus.TypeBool:
+		regs = 1
+		if t.Bit == nil && table != modbus.TableNone && !table.IsBit() {
+			v.errorf(p+".bit", "required for type bool on a %s register: the bit number, 0 (least significant) to 15", table)
+		} else if t.Bit != nil && *t.Bit > 15 {
+			v.errorf(p+".bit", "must be 0..15, got %d", *t.Bit)
+		}
+	case modbus.TypeString:
+		regs = t.Length
+		if t.Length == 0 {
+			v.errorf(p+".length", "required for type string: the number of registers (two characters each), 1..123")
+		} else if t.Length > 123 {
+			v.errorf(p+".length", "must be 1..123, got %d", t.Length)
+		}
+	}
+	if typ != modbus.TypeBool && typ != modbus.TypeNone && table.IsBit() {
+		v.errorf(p+".type", "%s needs registers: use an input (30001-39999) or holding (40001-49999) address, or table input or holding; a %s holds single bits, read it as type bool", typ, bitTableName(table))
+	}
+	switch t.Order {
+	case modbus.OrderNone, modbus.ABCD, modbus.BADC:
+		if t.Order != modbus.OrderNone && typ == modbus.TypeBool {
+			v.errorf(p+".order", "only for numeric and string types")
+		}
+	default: // CDAB, DCBA swap words
+		if typ == modbus.TypeBool {
+			v.errorf(p+".order", "only for numeric and string types")
+		} else if typ == modbus.TypeString || regs == 1 {
+			v.errorf(p+".order", "%s swaps words, but %s is read register by register; use ABCD, or BADC to swap the bytes in each register", t.Order, typ)
+		}
+	}
+
+	// Span: the value must end within the table, and fit one request.
+	if table != modbus.TableNone && !table.IsBit() && regs > 0 {
+		if last := int(offset) + int(regs) - 1; last > 65535 {
+			v.errorf(at, "%s needs %d registers from offset %d, past the last offset 65535", typ, regs, offset)
+		}
+		if regs > maxRegs {
+			v.errorf(p+".type", "%s needs %d registers, more than max_registers %d", typ, regs, maxRegs)
+		}
+	}
+}
+
+func bitTableName(t modbus.Table) string {
+	if t == modbus.Coil {
+		return "coil"
+	}
+	return "discrete input"
+}
