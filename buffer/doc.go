@@ -1,0 +1,56 @@
+// Package buffer is fieldgate's durable store-and-forward queue: every batch
+// of readings the collector produces is appended here, the uplink publishes
+// what it peeks, and a batch is forgotten only after the broker acknowledged
+// it (at-least-once delivery).
+//
+// The queue is one bbolt file with one bucket, "records". Each value is one
+// telemetry.Batch in the telemetry codec; its key is the record's sequence
+// number.
+//
+// # Invariants
+//
+//   - Keys are big-endian uint64 values from Bucket.NextSequence, one key per
+//     batch (never one per reading). Sequence numbers only grow: they are
+//     committed with the records, so after a restart (also after SIGKILL or
+//     power loss) numbering continues above the last number ever issued. Only
+//     a file that is moved aside as corrupt restarts numbering at 1.
+//   - Append returns only after the transaction holding its batches has been
+//     committed and fsynced (Options.SyncInterval == 0). Appends that arrive
+//     while a commit is running are group-committed: one bbolt transaction
+//     and one fsync for everything pending, written by a single writer
+//     goroutine owned by the Queue.
+//   - Stored value bytes (Stats.Bytes) never exceed Options.MaxBytes. When an
+//     append would pass the bound, the oldest records are deleted in the same
+//     transaction, counted (DroppedRecords, DroppedPoints) and logged at most
+//     once per throttle period.
+//   - Values are copied out (decoded) before a read transaction ends; no slice
+//     into the memory map escapes a transaction.
+//   - Deletes happen in their own pass after the cursor has collected the
+//     keys; nothing is deleted while a cursor iterates.
+//   - Transactions are short and never contain network I/O. bbolt's NoSync is
+//     never set and DB.Batch is not used. NoFreelistSync is set: the
+//     freelist is rebuilt at open instead of written on every commit.
+//   - The file is opened with a one-second lock timeout, so a second opener
+//     gets ErrLocked instead of hanging. Before bbolt maps a file, its page
+//     structure is checked (check.go); an unreadable or corrupt file is
+//     renamed to path+".corrupt-<UTC time>", logged as an error, and
+//     replaced by a new empty file.
+//   - A record whose value does not decode is logged, counted as dropped,
+//     skipped by Peek and deleted, so it can never wedge the queue.
+//
+// # Sync modes
+//
+// With Options.SyncInterval == 0 ("sync: always") every Append is durable
+// when it returns. With SyncInterval > 0 ("sync: interval") Append returns as
+// soon as its batches are encoded and queued in memory, and the writer
+// commits (with fsync, as always) at most once per interval; a crash loses at
+// most the batches appended during the last interval. Both modes fsync every
+// commit they make; interval mode just makes fewer of them.
+//
+// # Concurrency
+//
+// A Queue is safe for concurrent use by many goroutines. Internally mu
+// guards the pending appends, the counters and the wake-up channel, and wmu
+// serialises write transactions with the counter updates derived from them.
+// Lock order: wmu before mu.
+package buffer

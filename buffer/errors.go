@@ -1,0 +1,18 @@
+package buffer
+
+import "errors"
+
+// ErrLocked is returned by Open when another process (or another Queue in
+// this process) holds the file open and the lock was not released within
+// the open timeout.
+var ErrLocked = errors.New("locked by another opener")
+
+// ErrClosed is returned by Append, Peek, Wait and Ack after Close.
+var ErrClosed = errors.New("buffer is closed")
+
+// ErrTooLarge is returned by Append for a batch whose encoding alone is
+// larger than Options.MaxBytes; such a batch can never be stored.
+var ErrTooLarge = errors.New("batch larger than the buffer bound")
+
+// errCorrupt marks a file that failed the structural check at open.
+var errCorrupt = errors.New("corrupt buffer file")

@@ -1,0 +1,586 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/fieldgate/fieldgate/telemetry"
+)
+
+// DefaultMaxBytes is the bound used when Options.MaxBytes is 0.
+const DefaultMaxBytes int64 = 1 << 30
+
+// dropLogEvery throttles the "dropped oldest records" warning.
+const dropLogEvery = 10 * time.Second
+
+// maxPooledBuf is the largest encode buffer returned to the pool.
+const maxPooledBuf = 1 << 20
+
+var recordsBucket = []byte("records")
+
+// Options configures a Queue. The zero value is valid.
+type Options struct {
+	// MaxBytes bounds the stored batch bytes (the sum of the encoded value
+	// lengths, Stats.Bytes); 0 means DefaultMaxBytes. When an append would
+	// exceed it, the oldest records are dropped in the same transaction.
+	// The bbolt file itself is somewhat larger (page and tree overhead).
+	MaxBytes int64
+	// SyncInterval 0 ("sync: always") makes every Append durable when it
+	// returns. A positive value ("sync: interval") lets Append return once
+	// its batches are queued and commits at most once per interval; see the
+	// package documentation.
+	SyncInterval time.Duration
+}
+
+// Stats is a snapshot of a Queue's counters. Counters (Appended, Acked,
+// Dropped*, Commits) count since Open; Records, Bytes, Points, FirstSeq and
+// LastSeq describe the file.
+type Stats struct {
+	Records int64 // records stored
+	Bytes   int64 // stored value bytes, bounded by Options.MaxBytes
+	Points  int64 // readings in the stored records
+
+	Appended       uint64 // records committed by Append
+	Acked          uint64 // records deleted by Ack
+	DroppedRecords uint64 // records lost to the byte bound or to corruption
+	DroppedPoints  uint64 // readings in the dropped records
+	Commits        uint64 // transactions that stored appended batches
+
+	FirstSeq uint64 // sequence number of the oldest stored record; 0 when empty
+	LastSeq  uint64 // last sequence number ever issued
+}
+
+// Queue is a durable FIFO of telemetry batches in one bbolt file. It is safe
+// for concurrent use: Append is called from one goroutine per device, and
+// Peek, Wait and Ack from the uplink.
+type Queue struct {
+	db       *bolt.DB
+	log      *slog.Logger
+	path     string
+	maxBytes int64
+	interval time.Duration
+
+	pool sync.Pool // *[]byte encode buffers
+
+	mu      sync.Mutex
+	pend    pending       // batches waiting for the writer
+	flush   *flushResult  // completion of the batches in pend
+	st      Stats         // counters; see Stats
+	lastKey uint64        // newest stored key; valid when st.Records > 0
+	notify  chan struct{} // closed and replaced after each commit that adds records
+	closed  bool
+
+	kick    chan struct{} // wakes the writer; capacity 1
+	closing chan struct{} // closed by Close
+	done    chan struct{} // closed when the writer has exited
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// wmu serialises write transactions and the counter updates they imply,
+	// so the byte bound is computed against exact totals. Fields below are
+	// scratch space owned by the holder of wmu.
+	wmu         sync.Mutex
+	keyArena    []byte
+	seqScratch  []uint64
+	dropPending struct{ records, points uint64 }
+	lastDropLog time.Time
+}
+
+type pending struct {
+	vals   [][]byte  // encoded batches, in append order
+	points []int     // readings per value
+	bufs   []*[]byte // pooled buffers the values live in
+	bytes  int64
+}
+
+func (p *pending) reset() {
+	clear(p.vals)
+	clear(p.bufs)
+	p.vals, p.points, p.bufs, p.bytes = p.vals[:0], p.points[:0], p.bufs[:0], 0
+}
+
+// flushResult is shared by all Append calls whose batches went into one
+// commit. err is written before done is closed.
+type flushResult struct {
+	done chan struct{}
+	err  error
+}
+
+func newFlush() *flushResult { return &flushResult{done: make(chan struct{})} }
+
+// delta is the change one write transaction made, applied to the counters
+// only after the transaction committed.
+type delta struct {
+	added, removed           int64 // records
+	addBytes, removedBytes   int64
+	addPoints, removedPoints int64
+	dropRecords, dropPoints  uint64
+	acked                    uint64
+	first, last, seq         uint64
+	empty                    bool
+	commit                   bool
+}
+
+// Append encodes the batches and stores them as one record each. With
+// SyncInterval 0 it returns after the records have been committed and
+// fsynced; concurrent calls share one transaction. If ctx is done first,
+// Append returns ctx.Err(), and the batches may still be committed. The
+// batches are not retained after Append returns.
+func (q *Queue) Append(ctx context.Context, batches ...*telemetry.Batch) error {
+	if len(batches) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	bp := q.getBuf()
+	buf := (*bp)[:0]
+	var endsArr [16]int
+	ends := endsArr[:0]
+	for _, b := range batches {
+		start := len(buf)
+		buf = telemetry.AppendBatch(buf, b)
+		if n := int64(len(buf) - start); n > q.maxBytes {
+			*bp = buf
+			q.putBuf(bp)
+			return fmt.Errorf("buffer: device %q batch of %d points is %d bytes, bound is %d: %w",
+				b.Device, len(b.Points), n, q.maxBytes, ErrTooLarge)
+		}
+		ends = append(ends, len(buf))
+	}
+	*bp = buf
+
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		q.putBuf(bp)
+		return ErrClosed
+	}
+	start := 0
+	for i, end := range ends {
+		q.pend.vals = append(q.pend.vals, buf[start:end:end])
+		q.pend.points = append(q.pend.points, len(batches[i].Points))
+		q.pend.bytes += int64(end - start)
+		start = end
+	}
+	q.pend.bufs = append(q.pend.bufs, bp)
+	f := q.flush
+	q.mu.Unlock()
+
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+	if q.interval > 0 {
+		return nil
+	}
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (q *Queue) getBuf() *[]byte {
+	if bp, ok := q.pool.Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, 0, 8<<10)
+	return &b
+}
+
+func (q *Queue) putBuf(bp *[]byte) {
+	if cap(*bp) <= maxPooledBuf {
+		*bp = (*bp)[:0]
+		q.pool.Put(bp)
+	}
+}
+
+// run is the writer goroutine: it commits whatever is pending, one
+// transaction at a time, until Close.
+func (q *Queue) run() {
+	defer close(q.done)
+	var spare pending
+	var timer *time.Timer
+	for {
+		closing := false
+		select {
+		case <-q.kick:
+		case <-q.closing:
+			closing = true
+		}
+		q.mu.Lock()
+		p, f := q.pend, q.flush
+		if len(p.vals) > 0 {
+			q.pend, q.flush = spare, newFlush()
+		}
+		q.mu.Unlock()
+		if len(p.vals) > 0 {
+			f.err = q.commit(&p)
+			if f.err != nil && q.interval > 0 {
+				// Nobody waits for the result in interval mode.
+				q.log.Error("buffer commit failed", "err", f.err, "batches", len(p.vals))
+			}
+			close(f.done)
+			for _, bp := range p.bufs {
+				q.putBuf(bp)
+			}
+			p.reset()
+			spare = p
+		}
+		if closing {
+			q.mu.Lock()
+			left := len(q.pend.vals)
+			q.mu.Unlock()
+			if left == 0 {
+				return
+			}
+			continue // closed is set, so this is the last of it
+		}
+		if q.interval > 0 {
+			if timer == nil {
+				timer = time.NewTimer(q.interval)
+			} else {
+				timer.Reset(q.interval)
+			}
+			select {
+			case <-timer.C:
+			case <-q.closing:
+			}
+		}
+	}
+}
+
+// commit stores p in one transaction, dropping the oldest records first if
+// the byte bound requires it.
+func (q *Queue) commit(p *pending) error {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	q.mu.Lock()
+	stored := q.st.Bytes
+	q.mu.Unlock()
+
+	if need := 8 * len(p.vals); cap(q.keyArena) < need {
+		q.keyArena = make([]byte, need)
+	}
+	keys := q.keyArena[:8*len(p.vals)]
+	var d delta
+	d.commit = len(p.vals) > 0
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(recordsBucket)
+		skip := 0
+		if over := stored + p.bytes - q.maxBytes; over > 0 {
+			over = q.dropOldest(b, over, &d)
+			// Everything old is gone and the new batches still do not fit:
+			// the oldest new ones go too.
+			for ; over > 0 && skip < len(p.vals); skip++ {
+				over -= int64(len(p.vals[skip]))
+				d.dropRecords++
+				d.dropPoints += uint64(p.points[skip])
+			}
+		}
+		for i := skip; i < len(p.vals); i++ {
+			seq, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			k := keys[8*i : 8*i+8 : 8*i+8]
+			binary.BigEndian.PutUint64(k, seq)
+			if err := b.Put(k, p.vals[i]); err != nil {
+				return err
+			}
+			d.added++
+			d.addBytes += int64(len(p.vals[i]))
+			d.addPoints += int64(p.points[i])
+		}
+		bounds(b, &d)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: commit %d batches: %w", q.path, len(p.vals), err)
+	}
+	q.apply(&d)
+	q.logDrops(d.dropRecords, d.dropPoints)
+	return nil
+}
+
+// dropOldest deletes the oldest records until over bytes are freed or the
+// bucket is empty, and returns what is still over.
+func (q *Queue) dropOldest(b *bolt.Bucket, over int64, d *delta) int64 {
+	seqs := q.seqScratch[:0]
+	c := b.Cursor()
+	for k, v := c.First(); k != nil && over > 0; k, v = c.Next() {
+		seqs = append(seqs, binary.BigEndian.Uint64(k))
+		n := pointsOf(v)
+		over -= int64(len(v))
+		d.removed++
+		d.removedBytes += int64(len(v))
+		d.removedPoints += int64(n)
+		d.dropRecords++
+		d.dropPoints += uint64(n)
+	}
+	q.seqScratch = seqs
+	deleteSeqs(b, seqs)
+	return over
+}
+
+func deleteSeqs(b *bolt.Bucket, seqs []uint64) {
+	var k [8]byte
+	for _, s := range seqs {
+		binary.BigEndian.PutUint64(k[:], s)
+		// Delete only fails on a read-only tx or a bucket key.
+		_ = b.Delete(k[:])
+	}
+}
+
+// bounds records the first and last key and the sequence in d.
+func bounds(b *bolt.Bucket, d *delta) {
+	c := b.Cursor()
+	if k, _ := c.First(); k != nil {
+		d.first = binary.BigEndian.Uint64(k)
+		k, _ = c.Last()
+		d.last = binary.BigEndian.Uint64(k)
+	} else {
+		d.empty = true
+	}
+	d.seq = b.Sequence()
+}
+
+// pointsOf is the number of readings in an encoded batch, 0 if the header
+// does not decode. Every counter update uses it, so Stats.Points stays
+// consistent with the file.
+func pointsOf(v []byte) int {
+	n, err := telemetry.BatchPointCount(v)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// apply adds a committed transaction's changes to the counters and wakes
+// waiters. The caller holds wmu.
+func (q *Queue) apply(d *delta) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := &q.st
+	s.Records += d.added - d.removed
+	s.Bytes += d.addBytes - d.removedBytes
+	s.Points += d.addPoints - d.removedPoints
+	s.Appended += uint64(d.added)
+	s.Acked += d.acked
+	s.DroppedRecords += d.dropRecords
+	s.DroppedPoints += d.dropPoints
+	if d.commit {
+		s.Commits++
+	}
+	s.LastSeq = d.seq
+	if d.empty {
+		s.FirstSeq, q.lastKey = 0, 0
+	} else {
+		s.FirstSeq, q.lastKey = d.first, d.last
+	}
+	if d.added > 0 {
+		close(q.notify)
+		q.notify = make(chan struct{})
+	}
+}
+
+// logDrops logs dropped records at most once per dropLogEvery, with the
+// totals since the last message. The caller holds wmu.
+func (q *Queue) logDrops(records, points uint64) {
+	if records == 0 {
+		return
+	}
+	q.dropPending.records += records
+	q.dropPending.points += points
+	now := time.Now()
+	if !q.lastDropLog.IsZero() && now.Sub(q.lastDropLog) < dropLogEvery {
+		return
+	}
+	q.lastDropLog = now
+	q.mu.Lock()
+	total := q.st.DroppedRecords
+	q.mu.Unlock()
+	q.log.Warn("buffer full, dropped oldest records",
+		"records", q.dropPending.records, "points", q.dropPending.points,
+		"dropped_total", total, "max_bytes", q.maxBytes)
+	q.dropPending.records, q.dropPending.points = 0, 0
+}
+
+// Peek returns up to max of the oldest records with Seq > after, decoded.
+// A record that does not decode is logged, counted as dropped, skipped and
+// deleted.
+func (q *Queue) Peek(after uint64, max int) ([]telemetry.Record, error) {
+	if max <= 0 || after == ^uint64(0) {
+		return nil, nil
+	}
+	q.mu.Lock()
+	closed, n := q.closed, q.st.Records
+	q.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	recs := make([]telemetry.Record, 0, min(int64(max), n))
+	var bad []uint64
+	err := q.db.View(func(tx *bolt.Tx) error {
+		var from [8]byte
+		binary.BigEndian.PutUint64(from[:], after+1)
+		c := tx.Bucket(recordsBucket).Cursor()
+		for k, v := c.Seek(from[:]); k != nil && len(recs) < max; k, v = c.Next() {
+			r := telemetry.Record{Seq: binary.BigEndian.Uint64(k)}
+			if err := telemetry.DecodeBatch(v, &r.Batch); err != nil {
+				q.log.Error("buffer record does not decode, dropping it",
+					"seq", r.Seq, "bytes", len(v), "err", err)
+				bad = append(bad, r.Seq)
+				continue
+			}
+			recs = append(recs, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("buffer %s: peek after %d: %w", q.path, after, err)
+	}
+	if len(bad) > 0 {
+		if err := q.deleteCorrupt(bad); err != nil {
+			return recs, err
+		}
+	}
+	return recs, nil
+}
+
+// deleteCorrupt deletes undecodable records in their own write transaction
+// and counts them as dropped.
+func (q *Queue) deleteCorrupt(seqs []uint64) error {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	var d delta
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(recordsBucket)
+		var k [8]byte
+		present := seqs[:0]
+		for _, s := range seqs {
+			binary.BigEndian.PutUint64(k[:], s)
+			v := b.Get(k[:])
+			if v == nil {
+				continue // acked or dropped meanwhile
+			}
+			n := pointsOf(v)
+			d.removed++
+			d.removedBytes += int64(len(v))
+			d.removedPoints += int64(n)
+			d.dropRecords++
+			d.dropPoints += uint64(n)
+			present = append(present, s)
+		}
+		deleteSeqs(b, present)
+		bounds(b, &d)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: delete %d undecodable records: %w", q.path, len(seqs), err)
+	}
+	q.apply(&d)
+	return nil
+}
+
+// Wait blocks until a record with Seq > after is stored, and returns nil at
+// once if one is. It returns ctx.Err() when ctx is done first, and
+// ErrClosed when the Queue is closed. Any number of goroutines may wait.
+func (q *Queue) Wait(ctx context.Context, after uint64) error {
+	for {
+		q.mu.Lock()
+		ready := q.st.Records > 0 && q.lastKey > after
+		ch, closed := q.notify, q.closed
+		q.mu.Unlock()
+		if ready {
+			return nil
+		}
+		if closed {
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-q.closing:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Ack deletes every record with Seq <= upTo in one transaction. Acking
+// sequence numbers that are already gone is a no-op.
+func (q *Queue) Ack(upTo uint64) error {
+	q.mu.Lock()
+	closed := q.closed
+	nothing := q.st.Records == 0 || upTo < q.st.FirstSeq
+	q.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if nothing {
+		// New records get larger sequence numbers, so none can match.
+		return nil
+	}
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	var d delta
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(recordsBucket)
+		seqs := q.seqScratch[:0]
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			s := binary.BigEndian.Uint64(k)
+			if s > upTo {
+				break
+			}
+			seqs = append(seqs, s)
+			d.removed++
+			d.removedBytes += int64(len(v))
+			d.removedPoints += int64(pointsOf(v))
+		}
+		q.seqScratch = seqs
+		d.acked = uint64(len(seqs))
+		deleteSeqs(b, seqs)
+		bounds(b, &d)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: ack up to %d: %w", q.path, upTo, err)
+	}
+	q.apply(&d)
+	return nil
+}
+
+// Stats returns a snapshot of the counters. It takes one short lock.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.st
+}
+
+// Close commits what is pending, stops the writer and closes the file.
+// Calls after the first return the first call's result.
+func (q *Queue) Close() error {
+	q.closeOnce.Do(func() {
+		q.mu.Lock()
+		q.closed = true
+		q.mu.Unlock()
+		close(q.closing)
+		<-q.done
+		q.wmu.Lock() // let a running Ack or Peek deletion finish
+		defer q.wmu.Unlock()
+		if err := q.db.Close(); err != nil {
+			q.closeErr = fmt.Errorf("buffer %s: close: %w", q.path, err)
+		}
+	})
+	return q.closeErr
+}
