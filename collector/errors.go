@@ -11,7 +11,9 @@ type DeviceError struct {
 }
 
 // Error returns "device NAME: ERR".
-func (e *DeviceError) Error() string { return "device " + strconv.Quote(e.Device) + ": " + e.Err.Error() }
+func (e *DeviceError) Error() string {
+	return "device " + strconv.Quote(e.Device) + ": " + e.Err.Error()
+}
 
 // Unwrap returns Err.
 func (e *DeviceError) Unwrap() error { return e.Err }
