@@ -12,7 +12,7 @@ const (
 	DefaultBufferPath     = "/var/lib/fieldgate/buffer.db"
 	DefaultMaxBytes       = ByteSize(1 << 30) // 1GiB
 	DefaultSyncInterval   = time.Second
-	DefaultKeepalive      = 30 * time.Second
+	DefaultKeepAlive      = 30 * time.Second
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultPublishTimeout = 10 * time.Second
 	DefaultWindow         = 100
@@ -84,12 +84,14 @@ type MQTT struct {
 	Password       Secret        `yaml:"password"`
 	PasswordFile   string        `yaml:"password_file"`
 	TLS            *TLS          `yaml:"tls"` // only with a tls:// URL; nil uses the system roots
-	Keepalive      time.Duration `yaml:"keepalive"`
+	KeepAlive      time.Duration `yaml:"keepalive"`
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	Window         int           `yaml:"window"` // in-flight publishes, 1..65535
-	QoS            int           `yaml:"qos"`    // 0 or 1
-	Format         string        `yaml:"format"` // FormatJSON
+	// QoS is 1: the buffer forgets data only when the broker acknowledges
+	// it, which QoS 0 never does, so qos: 0 is rejected.
+	QoS    byte   `yaml:"qos"`
+	Format string `yaml:"format"` // FormatJSON
 	// Topic and StatusTopic are templates with the placeholders {prefix},
 	// {gateway} and (Topic only) {device}.
 	Topic       string `yaml:"topic"`

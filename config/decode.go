@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -103,7 +104,13 @@ type decoder struct {
 	// active holds the anchors being decoded, to catch an alias that
 	// refers to the node it is in.
 	active map[*yaml.Node]bool
+	// budget is how many more values may be decoded; aliases can make a
+	// small file expand into a huge config (a "billion laughs").
+	budget int
 }
+
+// errTooBig stops decoding a document that expands too much.
+var errTooBig = errors.New("the document expands to too many values through aliases")
 
 // follow returns the node an alias refers to, or nil after reporting an
 // alias that contains itself. Call done(n) when finished with the result.
@@ -178,6 +185,12 @@ func join(path, key string) string {
 
 // decode stores n into v, which is addressable.
 func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
+	if d.budget--; d.budget < 0 {
+		if d.budget == -1 {
+			d.errs = append(d.errs, d.src.errorAt(n, path, errTooBig, "%v", errTooBig))
+		}
+		return
+	}
 	if n = d.follow(path, n); n == nil {
 		return
 	}
@@ -306,7 +319,12 @@ type field struct {
 	index int
 }
 
+var fieldCache sync.Map // reflect.Type → []field
+
 func fieldsOf(t reflect.Type) []field {
+	if fs, ok := fieldCache.Load(t); ok {
+		return fs.([]field)
+	}
 	var fs []field
 	for i := range t.NumField() {
 		sf := t.Field(i)
@@ -316,6 +334,7 @@ func fieldsOf(t reflect.Type) []field {
 		}
 		fs = append(fs, field{key, i})
 	}
+	fieldCache.Store(t, fs)
 	return fs
 }
 

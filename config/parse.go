@@ -47,9 +47,12 @@ func Parse(name string, data []byte) (*Config, error) {
 	src.root = root
 
 	c := &Config{Source: name}
-	d := &decoder{src: src, active: map[*yaml.Node]bool{}}
+	d := &decoder{src: src, active: map[*yaml.Node]bool{}, budget: 100000 + 10*len(data)}
 	d.decode("", root, reflect.ValueOf(c).Elem())
 	errs := d.errs
+	if d.budget < 0 {
+		return nil, joinErrors(errs[len(errs)-1:])
+	}
 	if root.Kind == yaml.MappingNode {
 		setDefaults(c, src)
 		resolvePaths(c, filepath.Dir(name))
@@ -117,7 +120,7 @@ func setDefaults(c *Config, src *source) {
 		}
 		m.URL = u.String()
 	}
-	def("mqtt.keepalive", func() { m.Keepalive = DefaultKeepalive })
+	def("mqtt.keepalive", func() { m.KeepAlive = DefaultKeepAlive })
 	def("mqtt.connect_timeout", func() { m.ConnectTimeout = DefaultConnectTimeout })
 	def("mqtt.publish_timeout", func() { m.PublishTimeout = DefaultPublishTimeout })
 	def("mqtt.window", func() { m.Window = DefaultWindow })

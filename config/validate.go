@@ -145,16 +145,20 @@ func (v *validator) mqtt(m *MQTT) {
 	if m.Username == "" && (m.Password != "" || m.PasswordFile != "") {
 		v.errorf("mqtt.username", "required with a password (MQTT 3.1.1 sends no password without a user name)")
 	}
-	if m.Keepalive < time.Second || m.Keepalive > 65535*time.Second {
-		v.errorf("mqtt.keepalive", "must be 1s..18h12m15s, got %v", m.Keepalive)
+	if m.KeepAlive < time.Second || m.KeepAlive > 65535*time.Second {
+		v.errorf("mqtt.keepalive", "must be 1s..18h12m15s, got %v", m.KeepAlive)
 	}
 	v.positive("mqtt.connect_timeout", m.ConnectTimeout)
 	v.positive("mqtt.publish_timeout", m.PublishTimeout)
 	if m.Window < 1 || m.Window > 65535 {
 		v.errorf("mqtt.window", "must be 1..65535, got %d", m.Window)
 	}
-	if m.QoS != 0 && m.QoS != 1 {
-		v.errorf("mqtt.qos", "must be 0 or 1, got %d", m.QoS)
+	switch m.QoS {
+	case 1:
+	case 0:
+		v.errorf("mqtt.qos", "0 is not supported: the buffer deletes data only when the broker acknowledges it, and QoS 0 has no acknowledgement; use 1")
+	default:
+		v.errorf("mqtt.qos", "must be 1, got %d (QoS 2 is not supported)", m.QoS)
 	}
 	switch m.Format {
 	case FormatJSON:
