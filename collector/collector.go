@@ -53,8 +53,12 @@ type device struct {
 }
 
 // New returns a collector for devs that sends batches to sink. Device
-// names must be unique. log gets a "device" attribute per device.
+// names must be unique. log gets a "device" attribute per device; nil
+// discards.
 func New(devs []Device, sink Sink, log *slog.Logger) *Collector {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	c := &Collector{sink: sink, log: log}
 	for _, dv := range devs {
 		d := &device{Device: dv, log: log.With("device", dv.Name), timeout: DefaultTimeout}

@@ -46,17 +46,22 @@ type reqState struct{ failing bool }
 // New builds the driver for device and its read plan from cfg, which the
 // config package has validated. It does no I/O. Defaults: timeout
 // DefaultTimeout, max_gap DefaultMaxGap, order ABCD, a tag's poll interval
-// cfg.Poll. log should not carry a "device" attribute; New adds it.
+// cfg.Poll. The gateway passes a log that already carries the "device"
+// attribute, and wraps New's errors with the device's name. A nil log
+// discards.
 func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 	addr, err := tcpAddress(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("device %q: %w", device, err)
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Driver{
 		addr:    addr,
 		unit:    cfg.Unit,
 		timeout: cfg.Timeout,
-		log:     log.With("device", device),
+		log:     log,
 	}
 	if d.timeout <= 0 {
 		d.timeout = DefaultTimeout
@@ -77,7 +82,7 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 	for i := range cfg.Tags {
 		t, err := resolve(&cfg.Tags[i], lim)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("device %q: tag %q: %w", device, cfg.Tags[i].Name, err))
+			errs = append(errs, fmt.Errorf("tag %q: %w", cfg.Tags[i].Name, err))
 			continue
 		}
 		p := cfg.Tags[i].Poll
@@ -85,7 +90,7 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 			p = cfg.Poll
 		}
 		if p <= 0 {
-			errs = append(errs, fmt.Errorf("device %q: tag %q: no poll interval", device, cfg.Tags[i].Name))
+			errs = append(errs, fmt.Errorf("tag %q: no poll interval", cfg.Tags[i].Name))
 			continue
 		}
 		tags = append(tags, t)
@@ -95,8 +100,9 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 		return nil, errors.Join(errs...)
 	}
 	if len(tags) == 0 {
-		return nil, fmt.Errorf("device %q: no tags", device)
+		return nil, errors.New("no tags")
 	}
+	d.plan.Device = device
 	d.groups = plan(tags, polls, lim)
 	d.state = make([][]reqState, len(d.groups))
 	d.last = make([][]string, len(d.groups))

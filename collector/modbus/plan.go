@@ -13,6 +13,7 @@ import (
 // group's tags merged into as few read requests as the limits allow. New
 // computes it once; it never changes.
 type Plan struct {
+	Device string
 	Groups []PlanGroup
 }
 
@@ -56,8 +57,10 @@ func (p Plan) Requests() int {
 	return n
 }
 
-// Format writes p for people, one line per group and per request, e.g.
+// Format writes p for people: a line for the device, then one per group
+// and per request, e.g.
 //
+//	device press-1: 1 group, 1 request per cycle
 //	group 0: poll 1s, 3 tags, 1 request
 //	  fc3 read holding registers 0..9 (40001..40010), 10 registers: oil_temp, speed
 func (p Plan) Format(w io.Writer) error {
@@ -68,6 +71,7 @@ func (p Plan) Format(w io.Writer) error {
 // String returns what Format writes.
 func (p Plan) String() string {
 	var b strings.Builder
+	fmt.Fprintf(&b, "device %s: %s, %s per cycle\n", p.Device, plural(len(p.Groups), "group"), plural(p.Requests(), "request"))
 	for i, g := range p.Groups {
 		fmt.Fprintf(&b, "group %d: poll %s, %s, %s\n", i, g.Poll, plural(len(g.Tags), "tag"), plural(len(g.Requests), "request"))
 		for _, r := range g.Requests {

@@ -188,7 +188,8 @@ func TestPlanFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `group 0: poll 100ms, 1 tag, 1 request
+	want := `device press-1: 2 groups, 3 requests per cycle
+group 0: poll 100ms, 1 tag, 1 request
   fc2 read discrete inputs 0..0 (10001..10001), 1 bit: running
 group 1: poll 1s, 3 tags, 2 requests
   fc3 read holding registers 0..9 (40001..40010), 10 registers: oil_temp, speed
