@@ -1,0 +1,201 @@
+// Command fieldgate is the industrial edge gateway: it polls Modbus devices,
+// keeps every reading in a durable on-disk queue, and publishes it to an
+// MQTT broker.
+//
+// Usage:
+//
+//	fieldgate run -c FILE          run the gateway
+//	fieldgate validate -c FILE     check a config file (--plan prints the read plan)
+//	fieldgate demo                 simulated devices + embedded broker, live telemetry
+//	fieldgate version              print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/fieldgate/fieldgate/config"
+	"github.com/fieldgate/fieldgate/gateway"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFail   = 1 // the gateway stopped on an error
+	exitConfig = 2 // bad usage or bad configuration
+)
+
+const usage = `fieldgate — industrial edge gateway: Modbus devices to MQTT, nothing lost.
+
+Usage:
+  fieldgate run -c FILE        run the gateway with the config FILE
+  fieldgate validate -c FILE   check FILE and exit non-zero on any problem
+                               (--plan also prints each device's read plan)
+  fieldgate demo               simulated devices, an embedded broker and live
+                               telemetry on the console, until Ctrl-C
+  fieldgate version            print the version
+
+Run "fieldgate COMMAND -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: tests call it with their own writers.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitConfig
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(ctx, rest, stdout, stderr)
+	case "validate":
+		return cmdValidate(rest, stdout, stderr)
+	case "demo":
+		return cmdDemo(ctx, rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "fieldgate", versionString())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "fieldgate: unknown command %q\n\n%s", cmd, usage)
+		return exitConfig
+	}
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		if v != "" {
+			return v
+		}
+	}
+	return "(devel)"
+}
+
+// logFlags are the logging flags every long-running command takes.
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not a level; use debug, info, warn or error", l.level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler
+	switch l.format {
+	case "text":
+		h = slog.NewTextHandler(w, opts)
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("--log-format: %q is not a format; use text or json", l.format)
+	}
+	log := slog.New(h)
+	routePahoLogs(log)
+	return log, nil
+}
+
+// routePahoLogs points paho's package-level loggers at slog, once per process.
+func routePahoLogs(log *slog.Logger) {
+	l := log.With("component", "paho")
+	mqtt.ERROR = pahoLogger{l, slog.LevelError}
+	mqtt.CRITICAL = pahoLogger{l, slog.LevelError}
+	mqtt.WARN = pahoLogger{l, slog.LevelDebug} // paho warns about routine events (e.g. "memorystore wiped" on every clean connect)
+}
+
+type pahoLogger struct {
+	log   *slog.Logger
+	level slog.Level
+}
+
+func (p pahoLogger) Println(v ...any) {
+	p.log.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintln(v...)))
+}
+
+func (p pahoLogger) Printf(format string, v ...any) {
+	p.log.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("fieldgate run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "config file (required)")
+	var lf logFlags
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitConfig
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "fieldgate run: -c FILE is required")
+		return exitConfig
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "fieldgate run:", err)
+		return exitConfig
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "fieldgate: %s is not valid:\n%s\n", *path, indent(err))
+		return exitConfig
+	}
+	g, err := gateway.New(cfg, gateway.Options{}, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return exitFail
+	}
+	if err := g.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("fieldgate stopped", "err", err)
+		return exitFail
+	}
+	log.Info("fieldgate stopped")
+	return exitOK
+}
+
+// indent puts each line of a (possibly joined) error on its own indented line.
+func indent(err error) string {
+	lines := strings.Split(strings.TrimRight(err.Error(), "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = "  " + l
+	}
+	return strings.Join(lines, "\n")
+}

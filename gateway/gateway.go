@@ -1,0 +1,220 @@
+// Package gateway assembles fieldgate's stages from a config.Config and runs
+// them under one context: the collector polls devices into the durable
+// buffer, and the uplink drains the buffer to the MQTT broker.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fieldgate/fieldgate/buffer"
+	"github.com/fieldgate/fieldgate/collector"
+	"github.com/fieldgate/fieldgate/collector/modbus"
+	"github.com/fieldgate/fieldgate/config"
+	"github.com/fieldgate/fieldgate/telemetry"
+	"github.com/fieldgate/fieldgate/uplink"
+	"github.com/fieldgate/fieldgate/uplink/jsonenc"
+)
+
+// Options are the parts of a gateway that do not come from its config file.
+type Options struct {
+	// Observe, when set, is called with every batch after the buffer has
+	// committed it, from the device's goroutine. It must not keep the batch.
+	Observe func(b *telemetry.Batch)
+}
+
+// Gateway is one running fieldgate: collector, buffer and uplink.
+// Create it with New, then call Run once.
+type Gateway struct {
+	cfg  *config.Config
+	log  *slog.Logger
+	opts Options
+
+	queue *buffer.Queue
+	coll  *collector.Collector
+	up    *uplink.Uplink
+
+	appendErrors atomic.Uint64
+	lastAppend   struct {
+		sync.Mutex
+		err    string
+		logged time.Time
+	}
+}
+
+// New builds every stage from cfg and opens the buffer. It does not connect
+// to any device or broker; Run does. An error means the configuration cannot
+// work (a driver refused it) or the buffer file cannot be opened.
+func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
+	g := &Gateway{cfg: cfg, log: log, opts: opts}
+
+	devs := make([]collector.Device, 0, len(cfg.Devices))
+	for _, d := range cfg.Devices {
+		drv, err := newDriver(d, log.With("device", d.Name))
+		if err != nil {
+			closeDrivers(devs)
+			return nil, err
+		}
+		devs = append(devs, collector.Device{Name: d.Name, Driver: drv})
+	}
+
+	q, err := buffer.Open(cfg.Buffer.Path, bufferOptions(cfg.Buffer), log.With("component", "buffer"))
+	if err != nil {
+		closeDrivers(devs)
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	g.queue = q
+
+	up, err := uplink.New(uplinkConfig(cfg), q, jsonenc.Encoder{}, log)
+	if err != nil {
+		closeDrivers(devs)
+		_ = q.Close()
+		return nil, fmt.Errorf("uplink: %w", err)
+	}
+	g.up = up
+	g.coll = collector.New(devs, g.sink, log.With("component", "collector"))
+	return g, nil
+}
+
+// newDriver is the one place that knows every driver kind.
+func newDriver(d config.Device, log *slog.Logger) (collector.Driver, error) {
+	switch {
+	case d.Modbus != nil:
+		drv, err := modbus.New(d.Name, *d.Modbus, log)
+		if err != nil {
+			return nil, fmt.Errorf("device %q: %w", d.Name, err)
+		}
+		return drv, nil
+	default:
+		return nil, fmt.Errorf("device %q: no driver section (modbus:)", d.Name)
+	}
+}
+
+func closeDrivers(devs []collector.Device) {
+	for _, d := range devs {
+		_ = d.Driver.Close()
+	}
+}
+
+func bufferOptions(b config.Buffer) buffer.Options {
+	o := buffer.Options{MaxBytes: int64(b.MaxBytes)}
+	if b.Sync == "interval" {
+		o.SyncInterval = time.Duration(b.SyncInterval)
+	}
+	return o
+}
+
+func uplinkConfig(cfg *config.Config) uplink.Config {
+	m := cfg.MQTT
+	return uplink.Config{
+		URL:            m.URL,
+		ClientID:       cfg.Gateway.ID,
+		Username:       m.Username,
+		Password:       string(m.Password),
+		KeepAlive:      time.Duration(m.KeepAlive),
+		ConnectTimeout: time.Duration(m.ConnectTimeout),
+		PublishTimeout: time.Duration(m.PublishTimeout),
+		Window:         m.Window,
+		QoS:            m.QoS,
+		Topic:          m.Topic,
+		Prefix:         m.Prefix,
+		StatusTopic:    m.StatusTopic,
+		Gateway:        cfg.Gateway.ID,
+	}
+}
+
+// sink commits each batch to the buffer before the collector polls again.
+func (g *Gateway) sink(ctx context.Context, b *telemetry.Batch) error {
+	if err := g.queue.Append(ctx, b); err != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down; the commit may still have happened
+		}
+		g.appendErrors.Add(1)
+		g.noteAppendError(err, len(b.Points))
+		return nil // the collector keeps polling; the error is counted and logged
+	}
+	if g.opts.Observe != nil {
+		g.opts.Observe(b)
+	}
+	return nil
+}
+
+// noteAppendError logs a failed commit at most every 10 s per distinct error.
+func (g *Gateway) noteAppendError(err error, points int) {
+	la := &g.lastAppend
+	la.Lock()
+	defer la.Unlock()
+	msg := err.Error()
+	if msg == la.err && time.Since(la.logged) < 10*time.Second {
+		return
+	}
+	la.err, la.logged = msg, time.Now()
+	g.log.Error("buffer commit failed; readings lost", "err", err, "points", points,
+		"failed_commits", g.appendErrors.Load())
+}
+
+// Run starts the stages and blocks until ctx is cancelled or a stage fails
+// fatally. Shutdown runs from source to sink: the collector stops first (its
+// last batches are committed by the time it returns), then the uplink gets
+// its bounded drain (it waits up to 5 s for PUBACKs of what is in flight;
+// nothing unacknowledged is deleted), and the buffer is closed last.
+func (g *Gateway) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The uplink outlives the collector by design, so it gets its own context.
+	upCtx, upCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer upCancel()
+
+	var wg sync.WaitGroup
+	var collErr, upErr error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		collErr = g.coll.Run(ctx)
+		upCancel()
+	}()
+	go func() {
+		defer wg.Done()
+		upErr = g.up.Run(upCtx)
+		if upErr != nil {
+			cancel() // a fatal uplink error stops the collector too
+		}
+	}()
+	g.log.Info("gateway running", "gateway", g.cfg.Gateway.ID, "devices", len(g.cfg.Devices),
+		"buffer", g.cfg.Buffer.Path, "mqtt", g.cfg.MQTT.URL)
+	wg.Wait()
+	closeErr := g.queue.Close()
+	if collErr != nil {
+		collErr = fmt.Errorf("collector: %w", collErr)
+	}
+	if upErr != nil {
+		upErr = fmt.Errorf("uplink: %w", upErr)
+	}
+	if closeErr != nil {
+		closeErr = fmt.Errorf("close buffer: %w", closeErr)
+	}
+	return errors.Join(collErr, upErr, closeErr)
+}
+
+// Status is a snapshot of the gateway's health.
+type Status struct {
+	Devices      []collector.DeviceStatus
+	Buffer       buffer.Stats
+	Uplink       uplink.Stats
+	AppendErrors uint64
+}
+
+// Status returns a snapshot of every stage's health; safe for concurrent use.
+func (g *Gateway) Status() Status {
+	return Status{
+		Devices:      g.coll.Status(),
+		Buffer:       g.queue.Stats(),
+		Uplink:       g.up.Stats(),
+		AppendErrors: g.appendErrors.Load(),
+	}
+}
