@@ -262,3 +262,32 @@ func TestTickAnimatesTheDocumentedMap(t *testing.T) {
 		t.Errorf("DemoTags plan makes %d requests, want 4 (one per table):\n%s", n, d.Plan())
 	}
 }
+
+// BenchmarkModbusServerRead120 is the simulator's cost of answering one
+// 120-register read, with many connections polling in parallel while the
+// values animate.
+func BenchmarkModbusServerRead120(b *testing.B) {
+	s := NewModbus(ModbusOptions{})
+	if err := s.Listen("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	s.Tick()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		h := mb.NewTCPClientHandler(s.Addr())
+		h.Timeout = 5 * time.Second
+		if err := h.Connect(); err != nil {
+			b.Error(err)
+			return
+		}
+		defer func() { _ = h.Close() }()
+		c := mb.NewClient(h)
+		for pb.Next() {
+			if _, err := c.ReadHoldingRegisters(0, 120); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

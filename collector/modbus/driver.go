@@ -35,8 +35,9 @@ type Driver struct {
 
 	handler *mb.TCPClientHandler // nil when not connected
 	client  mb.Client
-	state   [][]reqState // per group, per request
-	last    [][]string   // per group, per tag: the last string read
+	infos   [][]collector.TagInfo // per group, in Read's order
+	state   [][]reqState          // per group, per request
+	last    [][]string            // per group, per tag: the last string read
 }
 
 // reqState remembers whether a request's last answer was an exception, so
@@ -113,9 +114,12 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 		d.last[i] = make([]string, len(g.tags))
 		d.maxReqs = max(d.maxReqs, len(g.reqs))
 		pg := PlanGroup{Poll: g.poll}
-		for _, t := range g.tags {
+		infos := make([]collector.TagInfo, len(g.tags))
+		for ti, t := range g.tags {
 			pg.Tags = append(pg.Tags, t.name)
+			infos[ti] = collector.TagInfo{Name: t.name, Unit: t.unit}
 		}
+		d.infos = append(d.infos, infos)
 		for _, r := range g.reqs {
 			pr := Request{Table: r.table, Start: r.start, Count: r.count}
 			for _, ti := range r.tags {
@@ -229,14 +233,8 @@ func (d *Driver) Plan() Plan { return d.plan }
 func (d *Driver) Groups() []time.Duration { return d.polls }
 
 // Tags returns the names and units of one group's tags in Read's order.
-func (d *Driver) Tags(group int) []collector.TagInfo {
-	g := &d.groups[group]
-	infos := make([]collector.TagInfo, len(g.tags))
-	for i, t := range g.tags {
-		infos[i] = collector.TagInfo{Name: t.name, Unit: t.unit}
-	}
-	return infos
-}
+// The caller must not modify the slice.
+func (d *Driver) Tags(group int) []collector.TagInfo { return d.infos[group] }
 
 // Timeout returns the longest a Connect or a Read should take: the request
 // timeout once per request of the largest group, plus one for a reconnect.
