@@ -222,6 +222,7 @@ func (p *poller) connect(ctx context.Context) (sent bool, err error) {
 		return false, nil
 	}
 	if cerr != nil {
+		_ = p.d.Driver.Close() // drop whatever a half-done Connect left
 		p.update(func(st *DeviceStatus) { st.PollErrors++ })
 		return p.down(ctx, fmt.Errorf("connect: %w", cerr))
 	}
