@@ -1,0 +1,378 @@
+package uplink
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fieldgate/fieldgate/telemetry"
+)
+
+const wait = 20 * time.Second // bound for every checkFor; generous for -race on a busy CI
+
+// allDelivered waits until every record 1..n reached the broker and the
+// source has been acked empty.
+func allDelivered(t *testing.T, rec *recorder, src *memSource, n int) {
+	t.Helper()
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if m := rec.missing(uint64(n)); m > 0 {
+			return fmt.Errorf("%d of %d records not at the broker", m, n)
+		}
+		if l := src.Len(); l > 0 {
+			return fmt.Errorf("%d records not acked", l)
+		}
+		return nil
+	})
+}
+
+func TestUplinkPublishesEachRecordOnceInOrder(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	src := newMemSource()
+	ackOnlyPubacked(src, rec)
+	const n = 500
+	fill(src, n/2)
+	u, stop := runUplink(t, testConfig(b.url()), src)
+	fill(src, n/2) // some arrive while the uplink waits
+	allDelivered(t, rec, src, n)
+	stop()
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.seqs) != n {
+		t.Errorf("broker got %d data messages, want %d", len(rec.seqs), n)
+	}
+	for i, s := range rec.seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("message %d has seq %d: not in order", i, s)
+		}
+	}
+	for seq, topic := range rec.topics {
+		if want := fmt.Sprintf("fieldgate/gw1/dev-%d", (seq-1)%3); topic != want {
+			t.Fatalf("seq %d on topic %q, want %q", seq, topic, want)
+		}
+	}
+	if len(rec.bad) > 0 {
+		t.Errorf("unparsable payloads: %v", rec.bad)
+	}
+	st := u.Stats()
+	if st.Published != n || st.Acked != n || st.InFlight != 0 || st.Connected || st.Reconnects != 0 {
+		t.Errorf("stats after stop = %+v", st)
+	}
+	if src.acks >= n {
+		t.Logf("note: %d Ack calls for %d records (no coalescing happened)", src.acks, n)
+	}
+	src.check(t)
+}
+
+func TestUplinkStatusOnlineThenOfflineOnStop(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	sub := subscribe(t, b.url(), "watcher", "fieldgate/gw1/status")
+	u, stop := runUplink(t, testConfig(b.url()), newMemSource())
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if !u.Stats().Connected || len(sub.statuses()) == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	if got := sub.statuses(); got[0] != "online" {
+		t.Fatalf("first status %q, want online", got[0])
+	}
+	stop()
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if got := sub.statuses(); len(got) < 2 {
+			return fmt.Errorf("statuses %v", got)
+		}
+		return nil
+	})
+	if got := sub.statuses(); strings.Join(got, ",") != "online,offline" {
+		t.Errorf("statuses = %v, want online,offline", got)
+	}
+	m, _ := sub.last()
+	var st struct {
+		Status, Gateway string
+		TS              int64
+	}
+	if err := json.Unmarshal(m.payload, &st); err != nil || st.Gateway != "gw1" || st.TS < time.Now().Add(-time.Minute).UnixMilli() {
+		t.Errorf("offline payload %s (%v)", m.payload, err)
+	}
+	// A late subscriber gets the retained offline.
+	late := subscribe(t, b.url(), "late", "fieldgate/gw1/status")
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		m, ok := late.last()
+		if !ok {
+			return errNotYet
+		}
+		if !m.retained || !strings.Contains(string(m.payload), `"offline"`) {
+			return fmt.Errorf("retained status %s retained=%v", m.payload, m.retained)
+		}
+		return nil
+	})
+}
+
+func TestUplinkLastWillWhenConnectionDies(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	p := startProxy(t, b.addr)
+	sub := subscribe(t, b.url(), "watcher", "fieldgate/gw1/status")
+	u, _ := runUplink(t, testConfig(p.url()), newMemSource())
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if len(sub.statuses()) == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	p.Cut()
+	// The broker publishes the will (offline); the uplink comes back online.
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if got := strings.Join(sub.statuses(), ","); got != "online,offline,online" {
+			return fmt.Errorf("statuses %s", got)
+		}
+		return nil
+	})
+	if st := u.Stats(); st.Reconnects != 1 || st.LastError == "" {
+		t.Errorf("stats = %+v, want 1 reconnect and a last error", st)
+	}
+}
+
+// TestUplinkRedeliversAfterConnectionReset cuts the connection several times
+// while records flow: every record arrives at least once, no Ack covers a
+// record the broker did not receive, and re-sends stay within the window.
+func TestUplinkRedeliversAfterConnectionReset(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	p := startProxy(t, b.addr)
+	src := newMemSource()
+	ackOnlyPubacked(src, rec)
+	cfg := testConfig(p.url())
+	cfg.Window = 32
+	u, stop := runUplink(t, cfg, src)
+
+	const n, cuts = 3000, 4
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := range n {
+			src.Append(testBatch("press-1", i))
+		}
+	}()
+	for c := 1; c <= cuts; c++ {
+		target := c * n / (cuts + 1)
+		checkFor(t, wait, time.Millisecond, func() error {
+			if rec.total() < target {
+				return errNotYet
+			}
+			return nil
+		})
+		p.Cut()
+		checkFor(t, wait, time.Millisecond, func() error {
+			if u.Stats().Reconnects < uint64(c) {
+				return errNotYet
+			}
+			return nil
+		})
+	}
+	<-produced
+	allDelivered(t, rec, src, n)
+	stop()
+	src.check(t)
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	dups := len(rec.seqs) - n
+	reconnects := int(u.Stats().Reconnects)
+	t.Logf("%d messages for %d records, %d reconnects", len(rec.seqs), n, reconnects)
+	if dups > reconnects*cfg.Window {
+		t.Errorf("%d duplicates after %d reconnects, more than the window %d allows", dups, reconnects, cfg.Window)
+	}
+	// After each reconnect the stream restarts at most Window records back.
+	high := uint64(0)
+	for _, s := range rec.seqs {
+		if s+uint64(cfg.Window) <= high {
+			t.Fatalf("seq %d re-sent after seq %d: further back than the window", s, high)
+		}
+		high = max(high, s)
+	}
+}
+
+func TestUplinkSurvivesBrokerRestart(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	src := newMemSource()
+	ackOnlyPubacked(src, rec)
+	u, _ := runUplink(t, testConfig(b.url()), src)
+	const n = 400
+	fill(src, n/2)
+	checkFor(t, wait, time.Millisecond, func() error {
+		if rec.total() < n/4 {
+			return errNotYet
+		}
+		return nil
+	})
+	b.Close()
+	checkFor(t, wait, time.Millisecond, func() error {
+		if u.Stats().Connected {
+			return errNotYet
+		}
+		return nil
+	})
+	fill(src, n/2) // produced while the broker is down
+	startBroker(t, b.addr, rec)
+	allDelivered(t, rec, src, n)
+	if st := u.Stats(); st.Reconnects < 1 || !st.Connected {
+		t.Errorf("stats = %+v", st)
+	}
+	src.check(t)
+}
+
+func TestUplinkRetriesUntilBrokerAppears(t *testing.T) {
+	addr := freePort(t)
+	src := newMemSource()
+	fill(src, 50)
+	u, _ := runUplink(t, testConfig("tcp://"+addr), src)
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if u.Stats().LastError == "" {
+			return errNotYet
+		}
+		return nil
+	})
+	if u.Stats().Connected || src.Len() != 50 {
+		t.Fatalf("stats %+v with no broker", u.Stats())
+	}
+	rec := newRecorder()
+	ackOnlyPubacked(src, rec)
+	startBroker(t, addr, rec)
+	allDelivered(t, rec, src, 50)
+	if st := u.Stats(); st.Reconnects != 0 || !st.Connected {
+		t.Errorf("stats = %+v, want connected with 0 reconnects (first connection)", st)
+	}
+}
+
+// TestUplinkWindowBoundsInFlight holds back the broker's PUBACKs: the uplink
+// sends exactly Window messages and then waits.
+func TestUplinkWindowBoundsInFlight(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	p := startProxy(t, b.addr)
+	src := newMemSource()
+	ackOnlyPubacked(src, rec)
+	fill(src, 200)
+	cfg := testConfig(p.url())
+	cfg.Window = 8
+	cfg.PublishTimeout = time.Minute
+	u, err := New(cfg, src, nil, nil)
+	if err == nil || u != nil {
+		t.Fatal("New accepted a nil encoder")
+	}
+	u, stop := runUplink(t, cfg, src)
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if !u.Stats().Connected {
+			return errNotYet
+		}
+		return nil
+	})
+	p.Stall(true)
+	checkFor(t, wait, time.Millisecond, func() error {
+		if st := u.Stats(); st.InFlight != cfg.Window {
+			return fmt.Errorf("in flight %d", st.InFlight)
+		}
+		return nil
+	})
+	// Everything the broker has but did not PUBACK is in flight.
+	acked := u.Stats().Acked
+	if got := uint64(rec.total()) - acked; got > uint64(cfg.Window) {
+		t.Errorf("broker holds %d unacknowledged messages, window is %d", got, cfg.Window)
+	}
+	p.Stall(false)
+	allDelivered(t, rec, src, 200)
+	stop()
+	if m := u.maxInFlight.Load(); m > int64(cfg.Window) || m < int64(cfg.Window) {
+		t.Errorf("max in flight %d, want exactly the window %d", m, cfg.Window)
+	}
+	src.check(t)
+}
+
+// TestUplinkReconnectsOnPubackTimeout: PUBACKs that never come make the
+// uplink drop the connection and send again on a new one.
+func TestUplinkReconnectsOnPubackTimeout(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	p := startProxy(t, b.addr)
+	src := newMemSource()
+	ackOnlyPubacked(src, rec)
+	cfg := testConfig(p.url())
+	cfg.PublishTimeout = 300 * time.Millisecond
+	u, _ := runUplink(t, cfg, src)
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if !u.Stats().Connected {
+			return errNotYet
+		}
+		return nil
+	})
+	p.Stall(true)
+	fill(src, 20)
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if !strings.Contains(u.Stats().LastError, "PUBACK") {
+			return fmt.Errorf("last error %q", u.Stats().LastError)
+		}
+		return nil
+	})
+	if st := u.Stats(); st.Acked != 0 || src.Len() != 20 {
+		t.Fatalf("acked without PUBACKs: %+v, %d left", st, src.Len())
+	}
+	p.Stall(false)
+	allDelivered(t, rec, src, 20)
+	src.check(t)
+}
+
+func TestUplinkDropsRecordsTheEncoderRefuses(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	src := newMemSource()
+	fill(src, 10)
+	u, err := New(testConfig(b.url()), src, refuseSeq{3}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := contextWithCancel(t)
+	done := make(chan error)
+	go func() { done <- u.Run(ctx) }()
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if src.Len() > 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := u.Stats(); st.EncodeErrors != 1 || st.Published != 9 || rec.total() != 9 || rec.has(3) {
+		t.Errorf("stats %+v, broker got %d", st, rec.total())
+	}
+}
+
+type refuseSeq struct{ seq uint64 }
+
+func (r refuseSeq) Encode(dst []byte, gw string, rec *telemetry.Record) ([]byte, error) {
+	if rec.Seq == r.seq {
+		return dst, fmt.Errorf("cannot encode")
+	}
+	return fmt.Appendf(dst, `{"seq":%d}`, rec.Seq), nil
+}
+
+func TestRunTwiceIsAnError(t *testing.T) {
+	u, _ := runUplink(t, testConfig("tcp://"+freePort(t)), newMemSource())
+	checkFor(t, wait, time.Millisecond, func() error {
+		if !u.running.Load() {
+			return errNotYet
+		}
+		return nil
+	})
+	if err := u.Run(t.Context()); err == nil {
+		t.Fatal("second Run returned nil")
+	}
+}
