@@ -38,6 +38,19 @@
 // PUBACK and the outstanding data PUBACKs (acknowledging to the Source what
 // arrives), then disconnects. Records not acknowledged stay in the buffer.
 //
+// # Limits
+//
+// paho v1.5.1's Publish hands each packet to its writer over an unbuffered
+// channel and cannot be cancelled; when a connection dies in the middle of
+// a burst, the one Publish call in progress can block until its write
+// timeout, which the uplink sets to Config.PublishTimeout. A reconnect after
+// such a loss can therefore start up to PublishTimeout late, and Run can
+// return up to PublishTimeout + 5 s after its context is cancelled. The
+// goroutines paho started for a dead connection finish in the background
+// after the session has moved on to a new client. A connection wrapper
+// closes the socket on the first write error, so that paho does not wait on
+// it any longer than that.
+//
 // # Goroutines
 //
 // Run's goroutine connects, reads the Source (Peek, Wait) and publishes. Per

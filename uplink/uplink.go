@@ -156,7 +156,8 @@ type cursor struct {
 
 // Run connects, publishes and reconnects until ctx is cancelled; then it
 // publishes the offline status, waits up to 5 s for outstanding PUBACKs,
-// disconnects and returns nil after all its goroutines have exited. Broker
+// disconnects and returns nil after all its goroutines have exited (see the
+// package doc for the one paho call that can add up to PublishTimeout). Broker
 // and Source failures are logged once per state change and retried with
 // capped exponential backoff and jitter; Run returns an error only if it is
 // already running.
