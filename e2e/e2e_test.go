@@ -188,7 +188,7 @@ func TestKilledWhileBrokerDownLosesNothing(t *testing.T) {
 	gw := startFieldgate(t, "run", "-c", cfgPath)
 	// The broker is down: the gateway must keep collecting into the buffer.
 	checkFor(t, 20*time.Second, "gateway reports the broker unreachable", func() error {
-		if !strings.Contains(gw.out.String(), "broker") {
+		if !strings.Contains(gw.out.String(), "cannot connect to the broker") {
 			return fmt.Errorf("no broker error logged yet")
 		}
 		return nil

@@ -5,9 +5,12 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,7 +73,13 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 	}
 	g.queue = q
 
-	up, err := uplink.New(uplinkConfig(cfg), q, jsonenc.Encoder{}, log)
+	ucfg := uplinkConfig(cfg)
+	if ucfg.TLS, err = tlsConfig(cfg.MQTT.TLS); err != nil {
+		closeDrivers(devs)
+		_ = q.Close()
+		return nil, err
+	}
+	up, err := uplink.New(ucfg, q, jsonenc.Encoder{}, log)
 	if err != nil {
 		closeDrivers(devs)
 		_ = q.Close()
@@ -126,6 +135,33 @@ func uplinkConfig(cfg *config.Config) uplink.Config {
 		StatusTopic:    m.StatusTopic,
 		Gateway:        cfg.Gateway.ID,
 	}
+}
+
+// tlsConfig loads the CA and client certificate files of mqtt.tls. Nil
+// settings give nil: the system roots, no client certificate.
+func tlsConfig(t *config.TLS) (*tls.Config, error) {
+	if t == nil {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("mqtt.tls.ca_file: %s holds no PEM certificate", t.CAFile)
+		}
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls.cert_file/key_file: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
 }
 
 // sink commits each batch to the buffer before the collector polls again.

@@ -196,13 +196,15 @@ func (u *Uplink) Run(ctx context.Context) error {
 		attempt++
 		switch {
 		case r.connected:
-			u.log.Warn("connection lost", "err", r.err, "next_retry", delay, "resend_from_seq", cur.acked+1)
+			u.log.Warn("connection to the broker lost; readings stay in the buffer and unacknowledged ones are sent again",
+				"url", u.cfg.URL, "err", r.err, "next_retry", delay, "resend_from_seq", cur.acked+1)
 			failing = true
 		case !failing:
-			u.log.Warn("connect failed", "err", r.err, "next_retry", delay)
+			u.log.Warn("cannot connect to the broker; readings stay in the buffer until it answers",
+				"url", u.cfg.URL, "err", r.err, "next_retry", delay)
 			failing = true
 		default:
-			u.log.Debug("connect failed", "err", r.err, "next_retry", delay)
+			u.log.Debug("cannot connect to the broker", "url", u.cfg.URL, "err", r.err, "next_retry", delay)
 		}
 		t := time.NewTimer(delay)
 		select {

@@ -21,6 +21,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -134,25 +136,37 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return log, nil
 }
 
-// routePahoLogs points paho's package-level loggers at slog, once per process.
+// pahoLog is where paho's package-level loggers write; routePahoLogs sets
+// those loggers once per process and then only swaps this pointer.
+var (
+	pahoLog     atomic.Pointer[slog.Logger]
+	pahoLogOnce sync.Once
+)
+
+// routePahoLogs sends paho's own log lines to log. paho's errors repeat
+// what the uplink already reports once per state change, so they are logged
+// at debug level; only its critical messages stay errors.
 func routePahoLogs(log *slog.Logger) {
-	l := log.With("component", "paho")
-	mqtt.ERROR = pahoLogger{l, slog.LevelError}
-	mqtt.CRITICAL = pahoLogger{l, slog.LevelError}
-	mqtt.WARN = pahoLogger{l, slog.LevelDebug} // paho warns about routine events (e.g. "memorystore wiped" on every clean connect)
+	pahoLog.Store(log.With("component", "paho"))
+	pahoLogOnce.Do(func() {
+		mqtt.CRITICAL = pahoLogger{slog.LevelError}
+		mqtt.ERROR = pahoLogger{slog.LevelDebug}
+		mqtt.WARN = pahoLogger{slog.LevelDebug}
+	})
 }
 
-type pahoLogger struct {
-	log   *slog.Logger
-	level slog.Level
-}
+type pahoLogger struct{ level slog.Level }
 
 func (p pahoLogger) Println(v ...any) {
-	p.log.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintln(v...)))
+	if l := pahoLog.Load(); l.Enabled(context.Background(), p.level) {
+		l.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintln(v...)))
+	}
 }
 
 func (p pahoLogger) Printf(format string, v ...any) {
-	p.log.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintf(format, v...)))
+	if l := pahoLog.Load(); l.Enabled(context.Background(), p.level) {
+		l.Log(context.Background(), p.level, strings.TrimSpace(fmt.Sprintf(format, v...)))
+	}
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {

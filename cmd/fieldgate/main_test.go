@@ -126,7 +126,7 @@ devices:
 
 	checkFor(t, 15*time.Second, "device and broker failures logged", func() error {
 		s := stderr.String()
-		for _, want := range []string{deadDevice, deadBroker} {
+		for _, want := range []string{deadDevice, deadBroker, "device down", "cannot connect to the broker"} {
 			if !strings.Contains(s, want) {
 				return fmt.Errorf("no log line names %s yet:\n%s", want, s)
 			}
