@@ -3,6 +3,8 @@ package modbus_test
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -24,7 +26,11 @@ const peerPython = "/usr/bin/python3"
 // a manifest whose entries use the config's tag keys.
 func TestDriverAgainstPymodbus(t *testing.T) {
 	if err := exec.Command(peerPython, "-c", "import pymodbus").Run(); err != nil {
-		t.Skipf("independent Modbus peer missing: %s cannot import pymodbus (%v); install Debian's python3-pymodbus: apt-get install -y python3-pymodbus", peerPython, err)
+		msg := fmt.Sprintf("independent Modbus peer missing: %s cannot import pymodbus (%v); install Debian's python3-pymodbus: apt-get install -y python3-pymodbus", peerPython, err)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg) // CI installs it; a skip there would hide the only independent check
+		}
+		t.Skip(msg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, peerPython, "testdata/pymodbus_server.py", "0")
