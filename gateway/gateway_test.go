@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -148,4 +149,57 @@ devices:
 			t.Errorf("device %s: Up = %v, want %v", d.Name, d.Up, want)
 		}
 	}
+}
+
+// TestRunLeavesNoGoroutine starts and stops a gateway (device and broker up)
+// and checks that every goroutine it started has exited.
+func TestRunLeavesNoGoroutine(t *testing.T) {
+	dev := sim.NewModbus(sim.ModbusOptions{})
+	if err := dev.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	brk, err := broker.Start("127.0.0.1:0", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer brk.Close()
+	cfg, err := config.Parse("gw.yaml", []byte(fmt.Sprintf(`gateway: { id: gw }
+buffer: { path: %s/buffer.db }
+mqtt: { url: "%s" }
+devices:
+  - name: d
+    modbus: { url: "tcp://%s" }
+    poll: 50ms
+    tags: [ { name: v, address: 40001, type: uint16 } ]
+`, t.TempDir(), brk.URL(), dev.Addr())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	g, err := New(cfg, Options{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	checkFor(t, 10*time.Second, "batches acknowledged", func() error {
+		if n := g.Status().Uplink.Acked; n < 5 {
+			return fmt.Errorf("%d acknowledged", n)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, "goroutines back to where they were", func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			return fmt.Errorf("%d goroutines, %d before Run:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+		}
+		return nil
+	})
 }

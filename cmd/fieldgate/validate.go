@@ -42,8 +42,10 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "%s: device %q: %v\n", *path, d.Name, err)
 				return exitConfig
 			}
-			fmt.Fprintf(stdout, "device %s (%s, unit %d):\n", d.Name, d.Modbus.URL, d.Modbus.Unit)
-			drv.Plan().Format(stdout)
+			if err := drv.Plan().Format(stdout); err != nil {
+				fmt.Fprintln(stderr, "fieldgate validate:", err)
+				return exitFail
+			}
 			_ = drv.Close()
 		}
 	}
