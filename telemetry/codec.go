@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -28,7 +29,8 @@ var ErrCorrupt = errors.New("corrupt batch encoding")
 // time as zigzag varint Unix nanoseconds; point count as uvarint; then per
 // point: tag, unit (length + bytes), quality byte, kind byte, the value
 // (bool in the kind byte's high bit, int as zigzag varint, uint as uvarint,
-// float as 8 little-endian bytes, string as length + bytes), and the time as
+// float as 8 little-endian bytes, or as 4 bytes of float32 when the kind
+// byte's high bit is set, string as length + bytes), and the time as
 // a zigzag varint delta from the base time. A zero time.Time is stored as 0.
 func AppendBatch(dst []byte, b *Batch) []byte {
 	dst = append(dst, codecVersion)
@@ -45,7 +47,7 @@ func AppendBatch(dst []byte, b *Batch) []byte {
 		dst = appendString(dst, p.Unit)
 		dst = append(dst, byte(p.Quality))
 		k := byte(p.Value.kind)
-		if p.Value.kind == KindBool && p.Value.bits != 0 {
+		if (p.Value.kind == KindBool && p.Value.bits != 0) || p.Value.f32 {
 			k |= 0x80
 		}
 		dst = append(dst, k)
@@ -55,7 +57,11 @@ func AppendBatch(dst []byte, b *Batch) []byte {
 		case KindUint:
 			dst = binary.AppendUvarint(dst, p.Value.bits)
 		case KindFloat:
-			dst = binary.LittleEndian.AppendUint64(dst, p.Value.bits)
+			if p.Value.f32 {
+				dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(float32(math.Float64frombits(p.Value.bits))))
+			} else {
+				dst = binary.LittleEndian.AppendUint64(dst, p.Value.bits)
+			}
 		case KindString:
 			dst = appendString(dst, p.Value.str)
 		}
@@ -110,7 +116,11 @@ func DecodeBatch(src []byte, b *Batch) error {
 		case KindUint:
 			p.Value.bits = d.uvarint()
 		case KindFloat:
-			p.Value.bits = d.uint64le()
+			if k&0x80 != 0 {
+				p.Value = Float32(math.Float32frombits(d.uint32le()))
+			} else {
+				p.Value.bits = d.uint64le()
+			}
 		case KindString:
 			p.Value.str = d.string()
 		default:
@@ -118,7 +128,7 @@ func DecodeBatch(src []byte, b *Batch) error {
 				d.err = fmt.Errorf("%w: unknown value kind %d", ErrCorrupt, kind)
 			}
 		}
-		if kind != KindBool && k&0x80 != 0 && d.err == nil {
+		if kind != KindBool && kind != KindFloat && k&0x80 != 0 && d.err == nil {
 			d.err = fmt.Errorf("%w: flag bits on value kind %s", ErrCorrupt, kind)
 		}
 		p.Time = fromUnixNano(base + d.varint())
@@ -222,6 +232,16 @@ func (d *decoder) uint64le() uint64 {
 	}
 	v := binary.LittleEndian.Uint64(d.buf)
 	d.buf = d.buf[8:]
+	return v
+}
+
+func (d *decoder) uint32le() uint32 {
+	if len(d.buf) < 4 {
+		d.fail("float32")
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(d.buf)
+	d.buf = d.buf[4:]
 	return v
 }
 

@@ -20,6 +20,8 @@ func sampleBatch() Batch {
 			{Tag: "total", Value: Uint(math.MaxUint64), Time: t0.Add(-time.Second)},
 			{Tag: "oil_temp", Value: Float(42.25), Time: t0, Unit: "degC"},
 			{Tag: "nan", Value: Float(math.NaN()), Time: t0},
+			{Tag: "f32", Value: Float32(0.1), Time: t0},
+			{Tag: "f32nan", Value: Float32(float32(math.NaN())), Time: t0},
 			{Tag: "recipe", Value: String("PN-4711"), Time: t0},
 			{Tag: "lost", Quality: Bad | ReasonTimeout, Time: t0},
 			{Tag: "zero-time", Value: Int(1)},

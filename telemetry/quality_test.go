@@ -34,6 +34,9 @@ func TestValueConversions(t *testing.T) {
 	if v := (Value{}); !v.IsNone() || v.String() != "none" {
 		t.Errorf("zero Value = %v / %q", v.IsNone(), v.String())
 	}
+	if v := Float32(0.1); v.String() != "0.1" || !v.IsFloat32() || v.AsFloat() != float64(float32(0.1)) {
+		t.Errorf("Float32(0.1) = %q / %v / %v", v.String(), v.IsFloat32(), v.AsFloat())
+	}
 	if v := String("x"); v.AsString() != "x" || v.Kind() != KindString {
 		t.Errorf("String(x) = %q / %v", v.AsString(), v.Kind())
 	}

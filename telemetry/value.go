@@ -35,6 +35,7 @@ func (k Kind) String() string {
 // safe to copy; none of the numeric kinds allocates.
 type Value struct {
 	kind Kind
+	f32  bool   // a KindFloat read from a 32-bit float: printed with float32 precision
 	bits uint64 // bool (0/1), int64, uint64 or float64 bits
 	str  string
 }
@@ -56,6 +57,16 @@ func Uint(u uint64) Value { return Value{kind: KindUint, bits: u} }
 
 // Float returns a Value holding f.
 func Float(f float64) Value { return Value{kind: KindFloat, bits: math.Float64bits(f)} }
+
+// Float32 returns a Value holding f. It is a KindFloat whose text forms
+// (AppendText, JSON) use the shortest decimal that round-trips as a float32,
+// so a register holding 0.1f reads as 0.1, not 0.10000000149011612.
+func Float32(f float32) Value {
+	return Value{kind: KindFloat, f32: true, bits: math.Float64bits(float64(f))}
+}
+
+// IsFloat32 reports whether v came from a 32-bit float (see Float32).
+func (v Value) IsFloat32() bool { return v.f32 }
 
 // String returns a Value holding s.
 func String(s string) Value { return Value{kind: KindString, str: s} }
@@ -137,6 +148,9 @@ func (v Value) AppendText(dst []byte) []byte {
 	case KindUint:
 		return strconv.AppendUint(dst, v.bits, 10)
 	case KindFloat:
+		if v.f32 {
+			return strconv.AppendFloat(dst, v.AsFloat(), 'g', -1, 32)
+		}
 		return strconv.AppendFloat(dst, v.AsFloat(), 'g', -1, 64)
 	case KindString:
 		return append(dst, v.str...)
@@ -148,6 +162,7 @@ func (v Value) AppendText(dst []byte) []byte {
 // String returns AppendText's form of v.
 func (v Value) String() string { return string(v.AppendText(nil)) }
 
-// Equal reports whether v and w hold the same kind and value. Float values
-// compare by bits, so NaN equals an identical NaN.
+// Equal reports whether v and w hold the same kind and value, including
+// whether a float came from 32 bits. Float values compare by bits, so NaN
+// equals an identical NaN.
 func (v Value) Equal(w Value) bool { return v == w }

@@ -21,6 +21,7 @@ type tag struct {
 	bit    int8 // 0..15 for a bool taken from one bit of a register, else -1
 	scaled bool // scale or value_offset set: the value is raw*scale + add as float64
 	scale  float64
+	div    float64 // 1/scale when that is a whole number (scale 0.1, 0.01, ...): raw/div rounds better than raw*scale
 	add    float64
 }
 
@@ -52,6 +53,10 @@ func decode(t *tag, regs []byte, prev string) (telemetry.Value, bool) {
 	}
 	u := ordered(regs, t.order)
 	if t.scaled {
+		if t.div != 0 {
+			// 3/10 is the double nearest 0.3; 3*0.1 is 0.30000000000000004.
+			return telemetry.Float(rawFloat(t.typ, u)/t.div + t.add), true
+		}
 		return telemetry.Float(rawFloat(t.typ, u)*t.scale + t.add), true
 	}
 	switch t.typ {
@@ -64,7 +69,7 @@ func decode(t *tag, regs []byte, prev string) (telemetry.Value, bool) {
 	case TypeInt64:
 		return telemetry.Int(int64(u)), true
 	case TypeFloat32:
-		return telemetry.Float(float64(math.Float32frombits(uint32(u)))), true
+		return telemetry.Float32(math.Float32frombits(uint32(u))), true
 	case TypeFloat64:
 		return telemetry.Float(math.Float64frombits(u)), true
 	}

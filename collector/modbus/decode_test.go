@@ -52,10 +52,10 @@ var orderCases = []struct {
 	{TypeUint64, CDAB, "07 08 05 06 03 04 01 02", telemetry.Uint(0x0102030405060708)},
 	{TypeUint64, BADC, "02 01 04 03 06 05 08 07", telemetry.Uint(0x0102030405060708)},
 	{TypeUint64, DCBA, "08 07 06 05 04 03 02 01", telemetry.Uint(0x0102030405060708)},
-	{TypeFloat32, ABCD, "42 f6 e9 79", telemetry.Float(float64(float32(123.456)))},
-	{TypeFloat32, CDAB, "e9 79 42 f6", telemetry.Float(float64(float32(123.456)))},
-	{TypeFloat32, BADC, "f6 42 79 e9", telemetry.Float(float64(float32(123.456)))},
-	{TypeFloat32, DCBA, "79 e9 f6 42", telemetry.Float(float64(float32(123.456)))},
+	{TypeFloat32, ABCD, "42 f6 e9 79", telemetry.Float32(123.456)},
+	{TypeFloat32, CDAB, "e9 79 42 f6", telemetry.Float32(123.456)},
+	{TypeFloat32, BADC, "f6 42 79 e9", telemetry.Float32(123.456)},
+	{TypeFloat32, DCBA, "79 e9 f6 42", telemetry.Float32(123.456)},
 	{TypeFloat64, ABCD, "40 5e dd 2f 1a 9f be 77", telemetry.Float(123.456)},
 	{TypeFloat64, CDAB, "be 77 1a 9f dd 2f 40 5e", telemetry.Float(123.456)},
 	{TypeFloat64, BADC, "5e 40 2f dd 9f 1a 77 be", telemetry.Float(123.456)},
@@ -98,6 +98,8 @@ func TestDecodeBoolsStringsAndScale(t *testing.T) {
 		{"scale and offset int16", tag{typ: TypeInt16, count: 1, bit: -1, scaled: true, scale: 2, add: -10}, "ff fb", telemetry.Float(-20), true},
 		{"offset only float32", tag{typ: TypeFloat32, count: 2, bit: -1, scaled: true, scale: 1, add: 0.5}, "3f 80 00 00", telemetry.Float(1.5), true},
 		{"scale uint64", tag{typ: TypeUint64, count: 4, bit: -1, scaled: true, scale: 0.5}, "00 00 00 00 00 00 00 03", telemetry.Float(1.5), true},
+		// scale 0.1 divides by 10, so 3 reads as the double nearest 0.3, not 0.30000000000000004.
+		{"scale by division", tag{typ: TypeUint16, count: 1, bit: -1, scaled: true, scale: 0.1, div: 10}, "00 03", telemetry.Float(0.3), true},
 		{"short", tag{typ: TypeFloat32, count: 2, bit: -1}, "3f 80", telemetry.Value{}, false},
 		{"long", tag{typ: TypeUint16, count: 1, bit: -1}, "00 01 00 02", telemetry.Value{}, false},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -218,6 +219,9 @@ func resolve(ct *Tag, lim limits) (tag, error) {
 		t.scaled, t.scale = true, 1
 		if ct.Scale != nil {
 			t.scale = *ct.Scale
+		}
+		if inv := 1 / t.scale; t.scale != 0 && t.scale < 1 && inv == math.Round(inv) && inv <= 1e15 {
+			t.div = inv
 		}
 		if ct.ValueOffset != nil {
 			t.add = *ct.ValueOffset

@@ -94,7 +94,7 @@ var types = []struct {
 	{modbus.TypeUint32, telemetry.Uint(3000000000)},
 	{modbus.TypeInt64, telemetry.Int(-1234567890123456789)},
 	{modbus.TypeUint64, telemetry.Uint(18000000000000000000)},
-	{modbus.TypeFloat32, telemetry.Float(float64(float32(123.456)))},
+	{modbus.TypeFloat32, telemetry.Float32(123.456)},
 	{modbus.TypeFloat64, telemetry.Float(-98765.4321)},
 }
 

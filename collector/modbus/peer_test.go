@@ -117,6 +117,9 @@ func parseWant(t *testing.T, tag modbus.Tag, s string) telemetry.Value {
 		var f float64
 		f, err = strconv.ParseFloat(s, 64)
 		v = telemetry.Float(f)
+		if tag.Type == modbus.TypeFloat32 && tag.Scale == nil && tag.ValueOffset == nil {
+			v = telemetry.Float32(float32(f))
+		}
 	case tag.Type == modbus.TypeBool:
 		var b bool
 		b, err = strconv.ParseBool(s)

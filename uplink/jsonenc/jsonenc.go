@@ -67,7 +67,7 @@ func appendPoint(dst []byte, p *telemetry.Point) []byte {
 				q = telemetry.Bad | telemetry.ReasonDecode
 			}
 		} else {
-			dst = appendFloat(dst, f)
+			dst = appendFloat(dst, f, v.IsFloat32())
 		}
 	case telemetry.KindString:
 		dst = appendString(dst, v.AsString())
@@ -102,13 +102,17 @@ func unixMilli(t time.Time) int64 {
 // appendFloat appends a finite f in the shortest form that parses back to
 // the same float64, as JavaScript and encoding/json print numbers: plain
 // decimals for 1e-6 <= |f| < 1e21, exponent form otherwise.
-func appendFloat(dst []byte, f float64) []byte {
+func appendFloat(dst []byte, f float64, f32 bool) []byte {
 	abs := math.Abs(f)
 	format := byte('f')
 	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		format = 'e'
 	}
-	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	bits := 64
+	if f32 {
+		bits = 32 // the shortest form that round-trips as a float32: 0.1, not 0.10000000149011612
+	}
+	dst = strconv.AppendFloat(dst, f, format, -1, bits)
 	if format == 'e' {
 		// 1e-07 -> 1e-7
 		n := len(dst)
