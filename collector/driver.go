@@ -32,8 +32,21 @@ type Driver interface {
 
 // TagInfo names one tag of a poll group.
 type TagInfo struct {
-	Name string
-	Unit string
+	Name   string
+	Unit   string
+	Filter Filter // report-by-exception; the zero Filter reports every reading
+}
+
+// Filter is a tag's report-by-exception setting, applied by the collector
+// between the driver and the sink. A reading is reported when its quality
+// differs from the last reported one, when it has moved by more than the
+// deadband from the last reported value (numbers; other kinds on any change),
+// or when MaxSilence has passed since the tag was last reported.
+type Filter struct {
+	OnChange   bool    // false: report every reading (the fields below are unused)
+	Deadband   float64 // absolute, or percent of the last reported value's magnitude when Percent
+	Percent    bool
+	MaxSilence time.Duration // 0: no heartbeat
 }
 
 // Device is one device the collector polls.

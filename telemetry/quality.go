@@ -19,18 +19,21 @@ const (
 
 // Reasons, combined with a class: for example Bad|ReasonTimeout.
 const (
-	ReasonNone         Quality = 0 // no particular reason
-	ReasonNoConnection Quality = 1 // the device cannot be reached
-	ReasonTimeout      Quality = 2 // the device did not answer in time
-	ReasonException    Quality = 3 // the device answered with a protocol exception
-	ReasonDecode       Quality = 4 // the answer could not be decoded as the tag's type
-	ReasonConfig       Quality = 5 // the tag's configuration does not fit the device
-	ReasonStale        Quality = 6 // the value was not refreshed when expected
-	ReasonDevice       Quality = 7 // the device reported the value as not good
-	reasonCount                = 8
+	ReasonNone         Quality = 0  // no particular reason
+	ReasonNoConnection Quality = 1  // the device cannot be reached
+	ReasonTimeout      Quality = 2  // the device did not answer in time
+	ReasonException    Quality = 3  // the device answered with a protocol exception
+	ReasonDecode       Quality = 4  // the answer could not be decoded as the tag's type
+	ReasonConfig       Quality = 5  // the tag's configuration does not fit the device
+	ReasonStale        Quality = 6  // the value was not refreshed when expected
+	ReasonDevice       Quality = 7  // the device reported the value as not good
+	ReasonCRC          Quality = 8  // the answer failed its checksum (Modbus RTU CRC, ASCII LRC)
+	ReasonBadResponse  Quality = 9  // the answer did not match the request (wrong unit, function or length)
+	ReasonClamped      Quality = 10 // the value was outside its configured range and was clamped
+	reasonCount                = 11
 )
 
-var reasonNames = [...]string{"", "no_connection", "timeout", "exception", "decode", "config", "stale", "device"}
+var reasonNames = [...]string{"", "no_connection", "timeout", "exception", "decode", "config", "stale", "device", "crc", "bad_response", "clamped"}
 
 // Class returns the quality's class: Good, Uncertain or Bad.
 func (q Quality) Class() Quality {

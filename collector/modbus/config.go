@@ -2,6 +2,8 @@ package modbus
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -20,6 +22,9 @@ type Config struct {
 	// protocol's 125 registers and 2000 bits, for devices that need it.
 	MaxRegisters uint16 `yaml:"max_registers"`
 	MaxBits      uint16 `yaml:"max_bits"`
+	// Pause is the quiet time between two requests to this device, for
+	// devices that drop requests that come too fast. 0: none.
+	Pause time.Duration `yaml:"pause"`
 
 	// Filled from the device entry, not from the modbus: section.
 	Poll time.Duration `yaml:"-"` // the device's default poll interval
@@ -54,8 +59,88 @@ type Tag struct {
 	// (The key offset is the register address within a table.)
 	ValueOffset *float64      `yaml:"value_offset"`
 	Unit        string        `yaml:"unit"`
-	Poll        time.Duration `yaml:"poll"` // overrides the device's poll interval
+	Description string        `yaml:"description"` // free text for people; not sent
+	Poll        time.Duration `yaml:"poll"`        // overrides the device's poll interval
+	// Clamp limits the value after scale and value_offset: a reading outside
+	// [min, max] is replaced by the bound and marked Uncertain.
+	Clamp *Clamp `yaml:"clamp"`
+	// Deadband, Report and MaxSilence control report-by-exception; see
+	// collector.Filter.
+	Deadband   Deadband      `yaml:"deadband"`
+	Report     Report        `yaml:"report"`
+	MaxSilence time.Duration `yaml:"max_silence"`
 }
+
+// Clamp is the range a tag's value is held to.
+type Clamp struct {
+	Min *float64 `yaml:"min"`
+	Max *float64 `yaml:"max"`
+}
+
+// Deadband is how far a numeric value must move from the last reported one
+// before it is reported again: an absolute amount ("0.5") or a percentage of
+// the last reported value ("2%"). The zero Deadband reports every change.
+type Deadband struct {
+	Value   float64
+	Percent bool
+}
+
+// UnmarshalText accepts a non-negative number, optionally followed by %.
+func (d *Deadband) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	pct := strings.HasSuffix(s, "%")
+	v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(s, "%")), 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return fmt.Errorf("%q is not a deadband; use a non-negative number (0.5) or a percentage (2%%)", b)
+	}
+	*d = Deadband{Value: v, Percent: pct}
+	return nil
+}
+
+// MarshalText returns the deadband as written in a config.
+func (d Deadband) MarshalText() ([]byte, error) {
+	s := strconv.FormatFloat(d.Value, 'g', -1, 64)
+	if d.Percent {
+		s += "%"
+	}
+	return []byte(s), nil
+}
+
+// Report says when a tag's value is sent.
+type Report uint8
+
+// The report modes. ReportDefault is "always" for a tag without a deadband
+// and "change" for a tag with one.
+const (
+	ReportDefault Report = iota
+	ReportAlways         // every poll
+	ReportChange         // when the value (beyond the deadband) or the quality changes, and at least every max_silence
+)
+
+var reportNames = [...]string{"", "always", "change"}
+
+func (r Report) String() string {
+	if int(r) < len(reportNames) {
+		return reportNames[r]
+	}
+	return fmt.Sprintf("report(%d)", uint8(r))
+}
+
+// UnmarshalText accepts always or change.
+func (r *Report) UnmarshalText(b []byte) error {
+	switch strings.ToLower(string(b)) {
+	case "always":
+		*r = ReportAlways
+	case "change":
+		*r = ReportChange
+	default:
+		return fmt.Errorf("%q is not a report mode; use always or change", b)
+	}
+	return nil
+}
+
+// MarshalText returns the mode's config name.
+func (r Report) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
 // Table is one of the four Modbus data tables.
 type Table uint8
@@ -115,9 +200,11 @@ const (
 	TypeFloat32
 	TypeFloat64
 	TypeString
+	TypeBCD16 // 4 packed BCD digits in one register (0..9999)
+	TypeBCD32 // 8 packed BCD digits in two registers (0..99999999), word order as for uint32
 )
 
-var typeNames = [...]string{"", "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"}
+var typeNames = [...]string{"", "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string", "bcd16", "bcd32"}
 
 // TypeNames lists the names a config may use for Type.
 var TypeNames = typeNames[1:]
@@ -133,9 +220,9 @@ func (t Type) String() string {
 // bool (a bit, or one bit of a register) and string (see Tag.Length).
 func (t Type) Registers() uint16 {
 	switch t {
-	case TypeInt16, TypeUint16:
+	case TypeInt16, TypeUint16, TypeBCD16:
 		return 1
-	case TypeInt32, TypeUint32, TypeFloat32:
+	case TypeInt32, TypeUint32, TypeFloat32, TypeBCD32:
 		return 2
 	case TypeInt64, TypeUint64, TypeFloat64:
 		return 4
