@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -118,7 +117,7 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 		infos := make([]collector.TagInfo, len(g.tags))
 		for ti, t := range g.tags {
 			pg.Tags = append(pg.Tags, t.name)
-			infos[ti] = collector.TagInfo{Name: t.name, Unit: t.unit}
+			infos[ti] = t.info()
 		}
 		d.infos = append(d.infos, infos)
 		for _, r := range g.reqs {
@@ -156,79 +155,6 @@ func tcpAddress(raw string) (string, error) {
 	return net.JoinHostPort(u.Hostname(), port), nil
 }
 
-// resolve checks a configured tag and works out what it reads.
-func resolve(ct *Tag, lim limits) (tag, error) {
-	t := tag{name: ct.Name, unit: ct.Unit, typ: ct.Type, order: ct.Order, bit: -1}
-	switch {
-	case ct.Address != 0:
-		tb, off, err := ParseModicon(ct.Address)
-		if err != nil {
-			return t, err
-		}
-		t.table, t.offset = tb, off
-	case ct.Table != TableNone && ct.Offset != nil:
-		t.table, t.offset = ct.Table, *ct.Offset
-	default:
-		return t, errors.New("set address, or table and offset")
-	}
-	if t.order == OrderNone {
-		t.order = ABCD
-	}
-	limit := lim.maxRegisters
-	if t.table.IsBit() {
-		limit = lim.maxBits
-		if t.typ == TypeNone {
-			t.typ = TypeBool
-		}
-		if t.typ != TypeBool {
-			return t, fmt.Errorf("type %s cannot be read from %s; use bool", t.typ, t.table)
-		}
-		if ct.Bit != nil {
-			return t, fmt.Errorf("bit applies to registers, not to %s", t.table)
-		}
-		t.count = 1
-	} else {
-		switch t.typ {
-		case TypeNone:
-			t.typ = TypeUint16
-			t.count = 1
-		case TypeBool:
-			t.count = 1
-			if ct.Bit != nil {
-				if *ct.Bit > 15 {
-					return t, fmt.Errorf("bit %d: must be 0..15", *ct.Bit)
-				}
-				t.bit = int8(*ct.Bit)
-			}
-		case TypeString:
-			if ct.Length == 0 {
-				return t, errors.New("type string needs length (registers)")
-			}
-			t.count = ct.Length
-		default:
-			t.count = t.typ.Registers()
-		}
-	}
-	if int(t.count) > limit {
-		return t, fmt.Errorf("%d %s exceed the %d a request may read", t.count, t.table, limit)
-	}
-	if t.end() > 1<<16 {
-		return t, fmt.Errorf("offset %d + %d runs past the end of %s", t.offset, t.count, t.table)
-	}
-	if (ct.Scale != nil || ct.ValueOffset != nil) && t.typ != TypeBool && t.typ != TypeString {
-		t.scaled, t.scale = true, 1
-		if ct.Scale != nil {
-			t.scale = *ct.Scale
-		}
-		if inv := 1 / t.scale; t.scale != 0 && t.scale < 1 && inv == math.Round(inv) && inv <= 1e15 {
-			t.div = inv
-		}
-		if ct.ValueOffset != nil {
-			t.add = *ct.ValueOffset
-		}
-	}
-	return t, nil
-}
 
 // Plan returns the read plan. The caller must not modify it.
 func (d *Driver) Plan() Plan { return d.plan }
