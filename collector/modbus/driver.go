@@ -155,7 +155,6 @@ func tcpAddress(raw string) (string, error) {
 	return net.JoinHostPort(u.Hostname(), port), nil
 }
 
-
 // Plan returns the read plan. The caller must not modify it.
 func (d *Driver) Plan() Plan { return d.plan }
 
