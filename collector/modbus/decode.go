@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/fieldgate/fieldgate/collector"
 	"github.com/fieldgate/fieldgate/telemetry"
 )
 
@@ -13,6 +14,7 @@ import (
 type tag struct {
 	name   string
 	unit   string
+	desc   string // the configured description, for people (fieldgate read)
 	table  Table
 	offset uint16 // first register or bit, zero-based
 	count  uint16 // registers (register tables) or bits (bit tables) read
@@ -23,6 +25,8 @@ type tag struct {
 	scale  float64
 	div    float64 // 1/scale when that is a whole number (scale 0.1, 0.01, ...): raw/div rounds better than raw*scale
 	add    float64
+	clamp  clampRange       // applied after scale and value_offset
+	filter collector.Filter // report-by-exception, handed to the collector by info
 }
 
 // end returns the offset one past the tag's last register or bit.
@@ -33,47 +37,71 @@ func (t *tag) end() int { return int(t.offset) + int(t.count) }
 func bitAt(data []byte, i int) bool { return data[i>>3]>>(uint(i)&7)&1 != 0 }
 
 // decode turns the registers of one tag, exactly as they arrived (2 bytes
-// per register, high byte first), into the tag's value. prev is the tag's
-// previous string value: when a string tag reads the same text again decode
-// returns prev, so decoding never allocates. decode is pure; it reports
-// false when regs does not have the tag's length.
-func decode(t *tag, regs []byte, prev string) (telemetry.Value, bool) {
+// per register, high byte first), into the tag's value. It is decodeValue
+// without the quality: ok is false when the value could not be decoded; a
+// clamped value comes back with ok true. Read should use decodeValue.
+func decode(t *tag, regs []byte, prev string) (v telemetry.Value, ok bool) {
+	v, q := decodeValue(t, regs, prev)
+	return v, q.Class() != telemetry.Bad
+}
+
+// decodeValue turns the registers of one tag, exactly as they arrived (2
+// bytes per register, high byte first), into the tag's value and quality:
+// Good; Uncertain|ReasonClamped when the clamp replaced the value by one of
+// its bounds; Bad|ReasonDecode, with no value, when regs does not have the
+// tag's length or does not hold a value of its type (a BCD digit above 9).
+// prev is the tag's previous string value: when a string tag reads the same
+// text again decodeValue returns prev, so decoding never allocates. It is
+// pure.
+func decodeValue(t *tag, regs []byte, prev string) (telemetry.Value, telemetry.Quality) {
+	const bad = telemetry.Bad | telemetry.ReasonDecode
 	if len(regs) != 2*int(t.count) {
-		return telemetry.Value{}, false
+		return telemetry.Value{}, bad
 	}
 	switch t.typ {
 	case TypeBool:
 		r := uint16(regs[0])<<8 | uint16(regs[1])
 		if t.bit >= 0 {
-			return telemetry.Bool(r>>uint(t.bit)&1 != 0), true
+			return telemetry.Bool(r>>uint(t.bit)&1 != 0), telemetry.Good
 		}
-		return telemetry.Bool(r != 0), true
+		return telemetry.Bool(r != 0), telemetry.Good
 	case TypeString:
-		return telemetry.String(decodeString(regs, t.order, prev)), true
+		return telemetry.String(decodeString(regs, t.order, prev)), telemetry.Good
 	}
 	u := ordered(regs, t.order)
-	if t.scaled {
-		if t.div != 0 {
-			// 3/10 is the double nearest 0.3; 3*0.1 is 0.30000000000000004.
-			return telemetry.Float(rawFloat(t.typ, u)/t.div + t.add), true
-		}
-		return telemetry.Float(rawFloat(t.typ, u)*t.scale + t.add), true
-	}
 	switch t.typ {
-	case TypeInt16:
-		return telemetry.Int(int64(int16(u))), true
-	case TypeUint16, TypeUint32, TypeUint64:
-		return telemetry.Uint(u), true
-	case TypeInt32:
-		return telemetry.Int(int64(int32(u))), true
-	case TypeInt64:
-		return telemetry.Int(int64(u)), true
-	case TypeFloat32:
-		return telemetry.Float32(math.Float32frombits(uint32(u))), true
-	case TypeFloat64:
-		return telemetry.Float(math.Float64frombits(u)), true
+	case TypeBCD16, TypeBCD32:
+		var ok bool
+		if u, ok = fromBCD(u, 4*int(t.count)); !ok {
+			return telemetry.Value{}, bad
+		}
 	}
-	return telemetry.Value{}, false
+	var v telemetry.Value
+	switch {
+	case t.scaled && t.div != 0:
+		// 3/10 is the double nearest 0.3; 3*0.1 is 0.30000000000000004.
+		v = telemetry.Float(rawFloat(t.typ, u)/t.div + t.add)
+	case t.scaled:
+		v = telemetry.Float(rawFloat(t.typ, u)*t.scale + t.add)
+	case t.typ == TypeInt16:
+		v = telemetry.Int(int64(int16(u)))
+	case t.typ == TypeInt32:
+		v = telemetry.Int(int64(int32(u)))
+	case t.typ == TypeInt64:
+		v = telemetry.Int(int64(u))
+	case t.typ == TypeFloat32:
+		v = telemetry.Float32(math.Float32frombits(uint32(u)))
+	case t.typ == TypeFloat64:
+		v = telemetry.Float(math.Float64frombits(u))
+	case t.typ == TypeUint16, t.typ == TypeUint32, t.typ == TypeUint64, t.typ == TypeBCD16, t.typ == TypeBCD32:
+		v = telemetry.Uint(u)
+	default:
+		return telemetry.Value{}, bad
+	}
+	if t.clamp.on {
+		return t.clamp.apply(v)
+	}
+	return v, telemetry.Good
 }
 
 // rawFloat returns the numeric value of the big-endian bits u of type t.
@@ -171,7 +199,8 @@ var errRange = errors.New("value out of range")
 // AppendRegisters appends the registers that hold v as type t in byte
 // order o to dst, in wire order (2 bytes per register, as a Modbus write
 // sends them), and returns the extended slice. length is the register count
-// of a string (padded with NULs). Bool is one register holding 0 or 1.
+// of a string (padded with NULs). Bool is one register holding 0 or 1. BCD
+// takes a whole number from 0 to 9999 (bcd16) or 99999999 (bcd32).
 // It is the inverse of what Read decodes, without scale and value_offset.
 func AppendRegisters(dst []byte, t Type, o Order, length uint16, v telemetry.Value) ([]byte, error) {
 	var n int
@@ -201,7 +230,14 @@ func AppendRegisters(dst []byte, t Type, o Order, length uint16, v telemetry.Val
 			return dst, fmt.Errorf("cannot encode type %s", t)
 		}
 	}
-	u, err := rawBits(t, v)
+	var u uint64
+	var err error
+	switch t {
+	case TypeBCD16, TypeBCD32:
+		u, err = bcdBits(t, v)
+	default:
+		u, err = rawBits(t, v)
+	}
 	if err != nil {
 		return dst, err
 	}

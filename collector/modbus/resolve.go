@@ -10,7 +10,7 @@ import (
 
 // resolve checks a configured tag and works out what it reads.
 func resolve(ct *Tag, lim limits) (tag, error) {
-	t := tag{name: ct.Name, unit: ct.Unit, typ: ct.Type, order: ct.Order, bit: -1}
+	t := tag{name: ct.Name, unit: ct.Unit, desc: ct.Description, typ: ct.Type, order: ct.Order, bit: -1}
 	switch {
 	case ct.Address != 0:
 		tb, off, err := ParseModicon(ct.Address)
@@ -79,10 +79,38 @@ func resolve(ct *Tag, lim limits) (tag, error) {
 			t.add = *ct.ValueOffset
 		}
 	}
+	var err error
+	if t.clamp, err = newClamp(ct.Clamp, t.typ, t.scaled); err != nil {
+		return t, err
+	}
+	if t.filter, err = filter(ct); err != nil {
+		return t, err
+	}
 	return t, nil
+}
+
+// filter turns a tag's deadband, report and max_silence into the
+// collector's report-by-exception filter. report: change, or a deadband
+// above zero with report unset, reports on change (beyond the deadband, of
+// the quality, or after max_silence); otherwise every reading is reported
+// and max_silence has nothing to do. report: always with a deadband is a
+// contradiction: the config rejects it, and so does New.
+func filter(ct *Tag) (collector.Filter, error) {
+	switch {
+	case ct.Report == ReportAlways && ct.Deadband.Value > 0:
+		return collector.Filter{}, errors.New("a deadband needs report: change (report: always sends every reading)")
+	case ct.Report == ReportChange, ct.Report == ReportDefault && ct.Deadband.Value > 0:
+		return collector.Filter{
+			OnChange:   true,
+			Deadband:   ct.Deadband.Value,
+			Percent:    ct.Deadband.Percent,
+			MaxSilence: max(ct.MaxSilence, 0),
+		}, nil
+	}
+	return collector.Filter{}, nil
 }
 
 // info is what the collector knows of the tag.
 func (t *tag) info() collector.TagInfo {
-	return collector.TagInfo{Name: t.name, Unit: t.unit}
+	return collector.TagInfo{Name: t.name, Unit: t.unit, Filter: t.filter}
 }
