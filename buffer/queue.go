@@ -560,6 +560,65 @@ func (q *Queue) Ack(upTo uint64) error {
 	return nil
 }
 
+// AckSeqs deletes exactly the records with the given sequence numbers in
+// one transaction and counts them as acknowledged. It is the out-of-order
+// form of Ack, for an uplink that publishes live records ahead of a
+// backlog: a record is deleted only when its own sequence number is passed,
+// never because a later one was. Numbers that are not stored (acked or
+// dropped already, or never issued) are ignored. seqs need not be sorted;
+// sorted input makes the B-tree deletes sequential.
+func (q *Queue) AckSeqs(seqs []uint64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	q.mu.Lock()
+	closed, empty := q.closed, q.st.Records == 0
+	q.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if empty {
+		return nil
+	}
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	var d delta
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(recordsBucket)
+		present := q.seqScratch[:0]
+		var k [8]byte
+		for _, s := range seqs {
+			binary.BigEndian.PutUint64(k[:], s)
+			v := b.Get(k[:])
+			if v == nil {
+				continue
+			}
+			present = append(present, s)
+			d.removed++
+			d.removedBytes += int64(len(v))
+			d.removedPoints += int64(pointsOf(v))
+		}
+		q.seqScratch = present
+		d.acked = uint64(len(present))
+		deleteSeqs(b, present)
+		bounds(b, &d)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("buffer %s: ack %d records: %w", q.path, len(seqs), err)
+	}
+	q.apply(&d)
+	return nil
+}
+
+// Depth returns the number of stored records and the last sequence number
+// ever issued; with Stats it is one short lock.
+func (q *Queue) Depth() (records int64, lastSeq uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.st.Records, q.st.LastSeq
+}
+
 // Stats returns a snapshot of the counters. It takes one short lock.
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()

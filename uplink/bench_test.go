@@ -26,7 +26,7 @@ func BenchmarkPublish(b *testing.B) {
 				src.Append(batch)
 			}
 			r := telemetry.Record{Seq: 1, Batch: batch}
-			payload, _ := jsonenc.Encoder{}.Encode(nil, "gw1", &r)
+			payload, _ := jsonenc.Encoder{}.Encode(nil, "gw1", &r, false)
 			b.SetBytes(int64(len(payload)))
 			cfg := testConfig(br.url())
 			cfg.Window = window

@@ -71,6 +71,14 @@ type Config struct {
 	// Gateway is the gateway id used in topics and payloads. Required.
 	Gateway string
 
+	// ReplayRate limits how many backlog records (those committed before
+	// the current connection was established, sent with historical=true)
+	// are published per second, so that live records keep their latency
+	// while a long outage's backlog drains. Live records are always sent
+	// first and are not limited. 0 means unlimited: the backlog fills
+	// whatever the window leaves free.
+	ReplayRate float64
+
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// connection attempts (with jitter); defaults 1s and 1min.
 	ReconnectMin, ReconnectMax time.Duration
@@ -163,6 +171,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := parseTemplate(d.StatusTopic, false); err != nil {
 		add("status_topic", "%v", err)
+	}
+	if d.ReplayRate < 0 || d.ReplayRate != d.ReplayRate {
+		add("replay_rate", "must be 0 (unlimited) or a positive number of messages per second, got %v", d.ReplayRate)
 	}
 	if d.ReconnectMin < 0 || d.ReconnectMax < d.ReconnectMin {
 		add("reconnect", "need 0 < min <= max, got min %v max %v", d.ReconnectMin, d.ReconnectMax)

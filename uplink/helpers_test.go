@@ -58,6 +58,7 @@ type recorder struct {
 	mqtt.HookBase
 	mu     sync.Mutex
 	seqs   []uint64          // data messages, arrival order
+	hist   []bool            // per message in seqs: "historical":true
 	count  map[uint64]int    // per seq
 	topics map[uint64]string // per seq
 	status []string          // status payloads' "status" values
@@ -86,14 +87,16 @@ func (r *recorder) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet,
 		return pk, nil
 	}
 	var m struct {
-		Seq    uint64
-		Device string
+		Seq        uint64
+		Device     string
+		Historical bool
 	}
 	if err := json.Unmarshal(pk.Payload, &m); err != nil {
 		r.bad = append(r.bad, fmt.Sprintf("%s: %v", pk.TopicName, err))
 		return pk, nil
 	}
 	r.seqs = append(r.seqs, m.Seq)
+	r.hist = append(r.hist, m.Historical)
 	r.count[m.Seq]++
 	r.topics[m.Seq] = pk.TopicName
 	return pk, nil
@@ -184,6 +187,8 @@ type proxy struct {
 	conns  []net.Conn
 	stall  bool
 	resume chan struct{} // closed when stall ends
+	hole   bool
+	refill chan struct{} // closed when the black hole ends
 	wg     sync.WaitGroup
 }
 
@@ -193,13 +198,15 @@ func startProxy(t testing.TB, target string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target, resume: make(chan struct{})}
+	p := &proxy{ln: ln, target: target, resume: make(chan struct{}), refill: make(chan struct{})}
 	close(p.resume)
+	close(p.refill)
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
 		_ = ln.Close()
 		p.Stall(false)
+		p.Blackhole(false)
 		p.Cut()
 		p.wg.Wait()
 	})
@@ -236,11 +243,14 @@ func (p *proxy) pipe(dst, src net.Conn, fromBroker bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && fromBroker {
+		if n > 0 {
 			p.mu.Lock()
-			resume := p.resume
+			resume, refill := p.resume, p.refill
 			p.mu.Unlock()
-			<-resume
+			if fromBroker {
+				<-resume
+			}
+			<-refill
 		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -278,6 +288,22 @@ func (p *proxy) Stall(on bool) {
 	}
 }
 
+// Blackhole stops (or, with false, resumes) forwarding in both directions
+// without closing anything: a link that silently went dead.
+func (p *proxy) Blackhole(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if on == p.hole {
+		return
+	}
+	p.hole = on
+	if on {
+		p.refill = make(chan struct{})
+	} else {
+		close(p.refill)
+	}
+}
+
 // memSource is an in-memory Source. Ack checks, through onAck, what the
 // test wants to hold at every acknowledgement.
 type memSource struct {
@@ -287,8 +313,10 @@ type memSource struct {
 	acked  uint64
 	notify chan struct{}
 	onAck  func(upTo uint64, unacked []telemetry.Record) // called with mu held
-	acks   int
-	errs   []string
+	// onAckSeqs is called with mu held for every AckSeqs.
+	onAckSeqs func(seqs []uint64)
+	acks      int
+	errs      []string
 }
 
 func newMemSource() *memSource { return &memSource{notify: make(chan struct{})} }
@@ -357,6 +385,41 @@ func (s *memSource) Ack(upTo uint64) error {
 	return nil
 }
 
+// AckSeqs deletes exactly seqs; onAck sees them one at a time as Ack(seq).
+func (s *memSource) AckSeqs(seqs []uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.acks++
+	del := map[uint64]bool{}
+	for i, q := range seqs {
+		if i > 0 && q <= seqs[i-1] {
+			s.errs = append(s.errs, fmt.Sprintf("AckSeqs(%v) not ascending", seqs))
+		}
+		if q > s.last {
+			s.errs = append(s.errs, fmt.Sprintf("AckSeqs: seq %d beyond last seq %d", q, s.last))
+		}
+		del[q] = true
+	}
+	if s.onAckSeqs != nil {
+		s.onAckSeqs(seqs)
+	}
+	kept := s.recs[:0]
+	for _, r := range s.recs {
+		if !del[r.Seq] {
+			kept = append(kept, r)
+		}
+	}
+	clear(s.recs[len(kept):])
+	s.recs = kept
+	return nil
+}
+
+func (s *memSource) Depth() (int64, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int64(len(s.recs)), s.last
+}
+
 func (s *memSource) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -375,6 +438,13 @@ func (s *memSource) check(t testing.TB) {
 // ackOnlyPubacked makes src report an Ack that covers a record the broker has
 // not received (and so cannot have PUBACKed).
 func ackOnlyPubacked(src *memSource, rec *recorder) {
+	src.onAckSeqs = func(seqs []uint64) {
+		for _, q := range seqs {
+			if !rec.has(q) {
+				src.errs = append(src.errs, fmt.Sprintf("AckSeqs covers seq %d, which the broker never received", q))
+			}
+		}
+	}
 	src.onAck = func(upTo uint64, unacked []telemetry.Record) {
 		for _, r := range unacked {
 			if r.Seq > upTo {

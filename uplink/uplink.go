@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,8 +22,8 @@ import (
 )
 
 // Source is the durable queue the uplink drains. The buffer implements it.
-// The uplink calls Peek and Wait from one goroutine and Ack from another;
-// an implementation must be safe for that.
+// The uplink calls Peek, Wait and Depth from one goroutine and AckSeqs from
+// another (Depth also from Stats); an implementation must be safe for that.
 type Source interface {
 	// Peek returns the oldest records with Seq > after, at most max, in
 	// Seq order.
@@ -30,17 +31,24 @@ type Source interface {
 	// Wait blocks until a record with Seq > after exists, or ctx is done
 	// (then it returns ctx.Err()).
 	Wait(ctx context.Context, after uint64) error
-	// Ack deletes every record with Seq <= upTo.
-	Ack(upTo uint64) error
+	// AckSeqs deletes exactly the records with these sequence numbers (in
+	// ascending order); numbers that are not stored are ignored. The
+	// uplink calls it only with records whose PUBACK arrived.
+	AckSeqs(seqs []uint64) error
+	// Depth returns the number of records stored and the highest sequence
+	// number ever issued (0 if none).
+	Depth() (records int64, lastSeq uint64)
 }
 
 // Encoder turns a record into a message payload. Encode appends to dst and
-// returns the extended slice. It is called from one goroutine at a time.
-// An error means the record can never be encoded: the uplink logs it, counts
-// it in Stats.EncodeErrors and acknowledges the record without sending it,
-// so one bad record cannot stall the queue.
+// returns the extended slice. historical is true for a record replayed from
+// the backlog: one committed before the current broker connection was
+// established (see the package documentation). Encode is called from one
+// goroutine at a time. An error means the record can never be encoded: the
+// uplink logs it, counts it in Stats.EncodeErrors and acknowledges the
+// record without sending it, so one bad record cannot stall the queue.
 type Encoder interface {
-	Encode(dst []byte, gateway string, r *telemetry.Record) ([]byte, error)
+	Encode(dst []byte, gateway string, r *telemetry.Record, historical bool) ([]byte, error)
 }
 
 // Stats is a snapshot of the uplink's counters.
@@ -51,7 +59,17 @@ type Stats struct {
 	Reconnects   uint64 // successful connections after the first
 	EncodeErrors uint64 // records the encoder refused (acked without sending)
 	InFlight     int    // data PUBLISHes sent and not yet acknowledged
+	MaxInFlight  int    // the highest InFlight since New; never above Config.Window
 	LastError    string // the last connection or source error, "" if none yet
+
+	// BacklogRecords is the backlog still to replay: while connected, the
+	// records committed before this connection was established that have
+	// not been PUBACKed yet (records the buffer dropped meanwhile are
+	// subtracted once the replay reaches the end); while disconnected,
+	// every stored record.
+	BacklogRecords int64
+	ReplayedTotal  uint64 // backlog records PUBACKed (sent with historical=true)
+	LiveTotal      uint64 // live records PUBACKed (committed during their connection)
 }
 
 // Errors that end a connection; LastError shows their text.
@@ -91,8 +109,12 @@ type Uplink struct {
 	reconnects   atomic.Uint64
 	encodeErrors atomic.Uint64
 	inFlight     atomic.Int64
-	maxInFlight  atomic.Int64 // highest InFlight seen; for tests
-	mu           sync.Mutex   // guards lastErr
+	maxInFlight  atomic.Int64 // highest InFlight seen
+	backlog      atomic.Int64 // Stats.BacklogRecords while connected
+	histFlying   atomic.Int64 // backlog records in flight
+	replayed     atomic.Uint64
+	live         atomic.Uint64
+	mu           sync.Mutex // guards lastErr
 	lastErr      string
 }
 
@@ -131,27 +153,30 @@ func (u *Uplink) Stats() Stats {
 	u.mu.Lock()
 	last := u.lastErr
 	u.mu.Unlock()
-	return Stats{
-		Connected:    u.connected.Load(),
-		Published:    u.published.Load(),
-		Acked:        u.acked.Load(),
-		Reconnects:   u.reconnects.Load(),
-		EncodeErrors: u.encodeErrors.Load(),
-		InFlight:     int(u.inFlight.Load()),
-		LastError:    last,
+	st := Stats{
+		Connected:     u.connected.Load(),
+		Published:     u.published.Load(),
+		Acked:         u.acked.Load(),
+		Reconnects:    u.reconnects.Load(),
+		EncodeErrors:  u.encodeErrors.Load(),
+		InFlight:      int(u.inFlight.Load()),
+		MaxInFlight:   int(u.maxInFlight.Load()),
+		LastError:     last,
+		ReplayedTotal: u.replayed.Load(),
+		LiveTotal:     u.live.Load(),
 	}
+	if st.Connected {
+		st.BacklogRecords = max(0, u.backlog.Load())
+	} else {
+		st.BacklogRecords, _ = u.src.Depth()
+	}
+	return st
 }
 
 func (u *Uplink) setErr(err error) {
 	u.mu.Lock()
 	u.lastErr = err.Error()
 	u.mu.Unlock()
-}
-
-// cursor is the delivery position, kept across connections.
-type cursor struct {
-	next  uint64 // highest Seq sent on the current connection
-	acked uint64 // highest Seq acknowledged to the Source
 }
 
 // Run connects, publishes and reconnects until ctx is cancelled; then it
@@ -169,18 +194,17 @@ func (u *Uplink) Run(ctx context.Context) error {
 	u.log.Info("uplink starting", "url", u.cfg.URL, "client_id", u.cfg.ClientID, "status_topic", u.statusTopic)
 
 	var (
-		cur      cursor
 		attempt  int
 		failing  bool // a failure has been logged at Warn since the last connection
 		everConn bool
 	)
 	for {
-		r := u.session(ctx, &cur, everConn)
+		r := u.session(ctx, everConn)
 		if r.connected {
 			everConn = true
 		}
 		if ctx.Err() != nil {
-			u.log.Info("uplink stopped", "acked_seq", cur.acked)
+			u.log.Info("uplink stopped")
 			return nil
 		}
 		if r.err != nil {
@@ -197,7 +221,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		switch {
 		case r.connected:
 			u.log.Warn("connection to the broker lost; readings stay in the buffer and unacknowledged ones are sent again",
-				"url", u.cfg.URL, "err", r.err, "next_retry", delay, "resend_from_seq", cur.acked+1)
+				"url", u.cfg.URL, "err", r.err, "next_retry", delay, "unacknowledged", r.unacked)
 			failing = true
 		case !failing:
 			u.log.Warn("cannot connect to the broker; readings stay in the buffer until it answers",
@@ -210,7 +234,7 @@ func (u *Uplink) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			u.log.Info("uplink stopped", "acked_seq", cur.acked)
+			u.log.Info("uplink stopped")
 			return nil
 		case <-t.C:
 		}
@@ -237,6 +261,7 @@ type flight struct {
 	tok  mqtt.Token // nil: nothing was sent (encoder refused the record)
 	sent time.Time
 	buf  []byte
+	hist bool // a backlog record (sent with historical=true)
 }
 
 // session is one broker connection. The Run goroutine is the sender; one
@@ -258,15 +283,23 @@ type session struct {
 	fifo  chan flight   // sent, in order; closed by the sender when it stops
 	freed chan struct{} // the acker freed window slots
 	abort chan struct{} // closed by the sender when the drain deadline passes
-	acked uint64        // owned by the acker; read after it exits
 	done  chan struct{} // closed when the acker exits
-	prog  bool          // acker saw at least one PUBACK
+	prog  bool          // acker saw at least one PUBACK; read after it exits
+	seqs  []uint64      // acker's scratch for AckSeqs
+
+	// Owned by the sender (Run's goroutine).
+	mark        uint64 // Source's last seq when the connection was established
+	live        uint64 // highest live seq sent (starts at mark)
+	back        uint64 // highest backlog seq sent
+	backlogDone bool   // no stored record <= mark is left to send
+	rate        tokenBucket
 }
 
 type sessionResult struct {
 	connected  bool
 	progressed bool
 	uptime     time.Duration
+	unacked    int64 // records stored when the session ended
 	err        error
 }
 
@@ -361,7 +394,7 @@ func (u *Uplink) clientOptions(s *session) *mqtt.ClientOptions {
 	o.SetConnectRetry(false)
 	o.SetOrderMatters(false)
 	o.SetKeepAlive(c.KeepAlive)
-	o.SetPingTimeout(min(c.KeepAlive, 10*time.Second))
+	o.SetPingTimeout(pingTimeout(c.KeepAlive))
 	o.SetConnectTimeout(c.ConnectTimeout)
 	o.SetWriteTimeout(c.PublishTimeout)
 	o.SetBinaryWill(u.statusTopic, u.statusPayload("offline"), 1, true)
@@ -370,6 +403,22 @@ func (u *Uplink) clientOptions(s *session) *mqtt.ClientOptions {
 		s.fail(fmt.Errorf("connection lost: %w", err))
 	})
 	return o
+}
+
+// pingTimeout is the PINGRESP wait that makes paho v1.5.1 notice a dead
+// link within 1.5 × keepalive where its pinger allows. The pinger checks
+// every ci (keepalive/4, or 5 s above 10 s), sends PINGREQ at the first
+// check at least keepalive after the last packet received, and gives up at
+// the first check at least the ping timeout after that. A timeout just below
+// ci gives up one check after the PINGREQ: at most keepalive + 2·ci after
+// the last packet, that is 1.5 × keepalive for keepalive ≤ 10 s or ≥ 20 s,
+// and keepalive + 10 s in between.
+func pingTimeout(keepalive time.Duration) time.Duration {
+	ci := 5 * time.Second
+	if keepalive <= 10*time.Second {
+		ci = keepalive.Truncate(time.Second) / 4
+	}
+	return max(ci*3/4, 10*time.Millisecond)
 }
 
 // statusPayload is the JSON of the status topic.
@@ -383,8 +432,10 @@ func (u *Uplink) statusPayload(status string) []byte {
 }
 
 // session runs one connection: connect, announce, publish until it fails or
-// ctx is cancelled, then tear down. cur is updated to what was acked.
-func (u *Uplink) session(ctx context.Context, cur *cursor, reconnect bool) (res sessionResult) {
+// ctx is cancelled, then tear down. Every session starts from what the
+// Source holds: records acknowledged on earlier connections are gone from
+// it, and everything else is sent again.
+func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult) {
 	s := &session{
 		u:     u,
 		dead:  make(chan struct{}),
@@ -392,7 +443,7 @@ func (u *Uplink) session(ctx context.Context, cur *cursor, reconnect bool) (res 
 		freed: make(chan struct{}, 1),
 		abort: make(chan struct{}),
 		done:  make(chan struct{}),
-		acked: cur.acked,
+		rate:  newTokenBucket(u.cfg.ReplayRate),
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	defer s.cancel()
@@ -404,16 +455,21 @@ func (u *Uplink) session(ctx context.Context, cur *cursor, reconnect bool) (res 
 	}
 	start := time.Now()
 	res.connected = true
+	// Everything committed up to now is backlog on this connection.
+	records, last := u.src.Depth()
+	s.mark, s.live = last, last
+	s.backlogDone = records == 0
+	u.backlog.Store(records)
 	u.connected.Store(true)
 	if reconnect {
 		u.reconnects.Add(1)
 	}
-	cur.next = cur.acked
-	u.log.Info("connected", "url", u.cfg.URL, "resend_from_seq", cur.acked+1)
+	u.log.Info("connected", "url", u.cfg.URL, "backlog_records", records, "backlog_up_to_seq", last,
+		"replay_rate", u.cfg.ReplayRate)
 
 	online := s.client.Publish(u.statusTopic, 1, true, u.statusPayload("online"))
 	go s.ackLoop()
-	s.send(cur)
+	s.send()
 	close(s.fifo)
 
 	if ctx.Err() != nil && !s.failed() {
@@ -426,10 +482,10 @@ func (u *Uplink) session(ctx context.Context, cur *cursor, reconnect bool) (res 
 	}
 	u.connected.Store(false)
 	u.inFlight.Store(0)
-	cur.acked = s.acked
-	cur.next = s.acked
+	u.histFlying.Store(0)
 	res.progressed = s.prog
 	res.uptime = time.Since(start)
+	res.unacked, _ = u.src.Depth()
 	if s.failed() {
 		res.err = s.err
 	}
@@ -486,18 +542,20 @@ func (u *Uplink) shutdown(s *session, online mqtt.Token) {
 	case <-deadline.C:
 		close(s.abort)
 		<-s.done
-		u.log.Warn("stopped with publishes unacknowledged", "in_flight", u.inFlight.Load(), "acked_seq", s.acked)
+		u.log.Warn("stopped with publishes unacknowledged; they stay in the buffer", "in_flight", u.inFlight.Load())
 	}
 	s.client.Disconnect(quiesce)
 }
 
-// send publishes records while the session is healthy and ctx is live.
-func (s *session) send(cur *cursor) {
+// send publishes records while the session is healthy and ctx is live:
+// live records (committed after the connection was established) first, then
+// backlog records as far as the window and Config.ReplayRate allow.
+func (s *session) send() {
 	u := s.u
 	window := int64(u.cfg.Window)
 	var srcErr bool
 	for s.ctx.Err() == nil {
-		free := window - u.inFlight.Load()
+		free := int(window - u.inFlight.Load())
 		if free <= 0 {
 			select {
 			case <-s.freed:
@@ -505,17 +563,27 @@ func (s *session) send(cur *cursor) {
 			}
 			continue
 		}
-		recs, err := u.src.Peek(cur.next, int(free))
-		if err == nil && len(recs) == 0 {
-			err = u.src.Wait(s.ctx, cur.next)
-			if err == nil || s.ctx.Err() != nil {
+		sent, next, err := s.sendSome(free)
+		if err == nil && sent == 0 {
+			// Nothing to send now: wait for a live record, or until the
+			// replay rate allows the next backlog record.
+			wctx := s.ctx
+			if next > 0 {
+				var cancel context.CancelFunc
+				wctx, cancel = context.WithTimeout(s.ctx, next)
+				err = u.src.Wait(wctx, s.live)
+				cancel()
+			} else {
+				err = u.src.Wait(wctx, s.live)
+			}
+			if err == nil || s.ctx.Err() != nil || wctx.Err() != nil {
 				continue
 			}
 		}
 		if err != nil {
 			u.setErr(err)
 			if !srcErr {
-				u.log.Error("reading the buffer failed", "err", err, "after_seq", cur.next)
+				u.log.Error("reading the buffer failed", "err", err, "after_seq", s.live)
 				srcErr = true
 			}
 			t := time.NewTimer(sourceRetry)
@@ -527,26 +595,72 @@ func (s *session) send(cur *cursor) {
 			continue
 		}
 		srcErr = false
-		for i := range recs {
-			if s.ctx.Err() != nil {
-				return
-			}
-			s.publish(&recs[i])
-			cur.next = recs[i].Seq
-		}
 	}
 }
 
+// sendSome publishes up to free records, live ones first. It returns how
+// many it sent and, when the replay rate held back the backlog, how long
+// until the next backlog record may go.
+func (s *session) sendSome(free int) (sent int, next time.Duration, err error) {
+	u := s.u
+	recs, err := u.src.Peek(s.live, free)
+	if err != nil {
+		return 0, 0, err
+	}
+	for i := range recs {
+		if s.ctx.Err() != nil {
+			return sent, 0, nil
+		}
+		s.publish(&recs[i], false)
+		s.live = recs[i].Seq
+		sent++
+	}
+	free -= len(recs)
+	if s.backlogDone || free <= 0 {
+		return sent, 0, nil
+	}
+	n, next := s.rate.take(free)
+	if n == 0 {
+		return sent, next, nil
+	}
+	recs, err = u.src.Peek(s.back, n)
+	if err != nil {
+		s.rate.refund(n)
+		return sent, 0, err
+	}
+	k := 0
+	for ; k < len(recs) && recs[k].Seq <= s.mark; k++ {
+		if s.ctx.Err() != nil {
+			s.rate.refund(n - k)
+			return sent, 0, nil
+		}
+		s.publish(&recs[k], true)
+		s.back = recs[k].Seq
+		sent++
+	}
+	s.rate.refund(n - k)
+	if k < n {
+		// The Source holds no more records <= mark after back.
+		s.backlogDone = true
+		u.backlog.Store(s.histInFlight())
+		u.log.Info("backlog replayed", "up_to_seq", s.mark, "replayed_total", u.replayed.Load())
+	}
+	return sent, 0, nil
+}
+
+// histInFlight counts the backlog records sent and not yet acknowledged.
+func (s *session) histInFlight() int64 { return s.u.histFlying.Load() }
+
 // publish encodes and sends one record and hands it to the acker.
-func (s *session) publish(r *telemetry.Record) {
+func (s *session) publish(r *telemetry.Record, hist bool) {
 	u := s.u
 	var buf []byte
 	select {
 	case buf = <-u.bufs:
 	default:
 	}
-	payload, err := u.enc.Encode(buf[:0], u.cfg.Gateway, r)
-	f := flight{seq: r.Seq, sent: time.Now()}
+	payload, err := u.enc.Encode(buf[:0], u.cfg.Gateway, r, hist)
+	f := flight{seq: r.Seq, sent: time.Now(), hist: hist}
 	if err != nil {
 		u.encodeErrors.Add(1)
 		u.log.Error("cannot encode record; dropping it", "seq", r.Seq, "device", r.Batch.Device, "err", err)
@@ -554,6 +668,9 @@ func (s *session) publish(r *telemetry.Record) {
 		f.buf = payload
 		f.tok = s.client.Publish(u.topicFor(r.Batch.Device), u.cfg.QoS, false, payload)
 		u.published.Add(1)
+	}
+	if hist {
+		u.histFlying.Add(1)
 	}
 	n := u.inFlight.Add(1)
 	if n > u.maxInFlight.Load() {
@@ -585,15 +702,21 @@ func (u *Uplink) topicFor(device string) string {
 }
 
 // ackLoop waits for PUBACKs in send order, and acknowledges to the Source
-// the prefix of records that are all complete, one Ack per run of
-// completions. It exits when fifo is closed and empty, or the session fails,
-// or abort is closed.
+// each run of completed records with one AckSeqs call. It exits when fifo is
+// closed and empty, or the session fails, or abort is closed. A record whose
+// PUBACK has not arrived is never acknowledged.
 func (s *session) ackLoop() {
 	defer close(s.done)
 	u := s.u
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var ackErr bool
+	var run []flight
+	flush := func() {
+		s.ack(run, &ackErr)
+		clear(run)
+		run = run[:0]
+	}
 	for {
 		var f flight
 		var ok bool
@@ -607,27 +730,24 @@ func (s *session) ackLoop() {
 		case <-s.abort:
 			return
 		}
-		last, n := uint64(0), int64(0)
 		for {
 			if f.tok != nil {
 				if !isDone(f.tok) {
+					flush() // acknowledge what is complete before blocking
 					timer.Reset(time.Until(f.sent.Add(u.cfg.PublishTimeout)))
 					select {
 					case <-f.tok.Done():
 					case <-timer.C:
-						s.ack(last, n, &ackErr)
 						s.fail(fmt.Errorf("seq %d: %w", f.seq, errPubackTimeout))
 						return
 					case <-s.dead:
-						s.ack(last, n, &ackErr)
 						return
 					case <-s.abort:
-						s.ack(last, n, &ackErr)
 						return
 					}
 				}
 				if err := f.tok.Error(); err != nil {
-					s.ack(last, n, &ackErr)
+					flush()
 					s.fail(fmt.Errorf("publish seq %d: %w", f.seq, err))
 					return
 				}
@@ -635,9 +755,10 @@ func (s *session) ackLoop() {
 				case u.bufs <- f.buf:
 				default:
 				}
+				f.buf = nil
 			}
-			last, n = f.seq, n+1
-			// Coalesce: take whatever else is already complete.
+			run = append(run, f)
+			// Coalesce: take whatever else is already sent.
 			select {
 			case f, ok = <-s.fifo:
 			default:
@@ -646,12 +767,8 @@ func (s *session) ackLoop() {
 			if !ok {
 				break
 			}
-			if f.tok != nil && !isDone(f.tok) {
-				s.ack(last, n, &ackErr)
-				last, n = 0, 0
-			}
 		}
-		s.ack(last, n, &ackErr)
+		flush()
 	}
 }
 
@@ -664,28 +781,81 @@ func isDone(t mqtt.Token) bool {
 	}
 }
 
-// ack acknowledges records up to last (n of them on this connection) to the
-// Source and frees their window slots.
-func (s *session) ack(last uint64, n int64, logged *bool) {
-	if n == 0 {
+// ack acknowledges the records of run (all PUBACKed, or refused by the
+// encoder) to the Source and frees their window slots.
+func (s *session) ack(run []flight, logged *bool) {
+	if len(run) == 0 {
 		return
 	}
 	u := s.u
-	if err := u.src.Ack(last); err != nil {
+	seqs := s.seqs[:0]
+	var hist int64
+	for _, f := range run {
+		seqs = append(seqs, f.seq)
+		if f.hist {
+			hist++
+		}
+	}
+	slices.Sort(seqs) // backlog and live interleave
+	s.seqs = seqs
+	if err := u.src.AckSeqs(seqs); err != nil {
 		u.setErr(err)
 		if !*logged {
-			u.log.Error("acknowledging to the buffer failed; records stay until a later ack", "err", err, "seq", last)
+			u.log.Error("acknowledging to the buffer failed; records stay and are sent again later",
+				"err", err, "records", len(seqs))
 			*logged = true
 		}
 	} else {
 		*logged = false
 	}
-	s.acked = last
+	n := int64(len(run))
 	s.prog = true
 	u.acked.Add(uint64(n))
+	u.replayed.Add(uint64(hist))
+	u.live.Add(uint64(n - hist))
+	u.backlog.Add(-hist)
+	u.histFlying.Add(-hist)
 	u.inFlight.Add(-n)
 	select {
 	case s.freed <- struct{}{}:
 	default:
+	}
+}
+
+// tokenBucket limits backlog records per second; a zero rate is unlimited.
+// Used by the sender only.
+type tokenBucket struct {
+	rate   float64 // tokens per second
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(rate float64) tokenBucket {
+	burst := max(1, rate/10) // about 100 ms worth
+	return tokenBucket{rate: rate, burst: burst, tokens: burst, last: time.Now()}
+}
+
+// take returns how many of n records may go now, and when none may, how
+// long until the next one may.
+func (b *tokenBucket) take(n int) (int, time.Duration) {
+	if b.rate <= 0 {
+		return n, 0
+	}
+	now := time.Now()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	b.last = now
+	k := min(n, int(b.tokens))
+	if k == 0 {
+		return 0, max(time.Millisecond, time.Duration((1-b.tokens)/b.rate*float64(time.Second)))
+	}
+	b.tokens -= float64(k)
+	return k, 0
+}
+
+// refund returns tokens taken for records that were not sent.
+func (b *tokenBucket) refund(n int) {
+	if b.rate > 0 && n > 0 {
+		b.tokens = min(b.burst, b.tokens+float64(n))
 	}
 }

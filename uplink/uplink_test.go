@@ -36,7 +36,13 @@ func TestUplinkPublishesEachRecordOnceInOrder(t *testing.T) {
 	const n = 500
 	fill(src, n/2)
 	u, stop := runUplink(t, testConfig(b.url()), src)
-	fill(src, n/2) // some arrive while the uplink waits
+	checkFor(t, wait, time.Millisecond, func() error {
+		if !u.Stats().Connected {
+			return errNotYet
+		}
+		return nil
+	})
+	fill(src, n/2) // live: these arrive after the connection was established
 	allDelivered(t, rec, src, n)
 	stop()
 
@@ -45,10 +51,21 @@ func TestUplinkPublishesEachRecordOnceInOrder(t *testing.T) {
 	if len(rec.seqs) != n {
 		t.Errorf("broker got %d data messages, want %d", len(rec.seqs), n)
 	}
+	// The first n/2 were stored before the connection: historical. Each
+	// stream is in seq order; together they cover 1..n once.
+	var live, hist []uint64
 	for i, s := range rec.seqs {
-		if s != uint64(i+1) {
-			t.Fatalf("message %d has seq %d: not in order", i, s)
+		if rec.hist[i] {
+			hist = append(hist, s)
+		} else {
+			live = append(live, s)
 		}
+	}
+	if !slices.Equal(hist, seqRange(1, n/2)) {
+		t.Errorf("historical seqs %v, want 1..%d in order", hist, n/2)
+	}
+	if !slices.Equal(live, seqRange(n/2+1, n)) {
+		t.Errorf("live seqs %v, want %d..%d in order", live, n/2+1, n)
 	}
 	for seq, topic := range rec.topics {
 		if want := fmt.Sprintf("fieldgate/gw1/dev-%d", (seq-1)%3); topic != want {
@@ -59,7 +76,8 @@ func TestUplinkPublishesEachRecordOnceInOrder(t *testing.T) {
 		t.Errorf("unparsable payloads: %v", rec.bad)
 	}
 	st := u.Stats()
-	if st.Published != n || st.Acked != n || st.InFlight != 0 || st.Connected || st.Reconnects != 0 {
+	if st.Published != n || st.Acked != n || st.InFlight != 0 || st.Connected || st.Reconnects != 0 ||
+		st.ReplayedTotal != n/2 || st.LiveTotal != n/2 || st.BacklogRecords != 0 {
 		t.Errorf("stats after stop = %+v", st)
 	}
 	t.Logf("%d Ack calls for %d records", src.acks, n)
@@ -189,14 +207,23 @@ func TestUplinkRedeliversAfterConnectionReset(t *testing.T) {
 	if dups > reconnects*cfg.Window {
 		t.Errorf("%d duplicates after %d reconnects, more than the window %d allows", dups, reconnects, cfg.Window)
 	}
-	// After each reconnect the stream restarts at most Window records back.
-	high := uint64(0)
-	for _, s := range rec.seqs {
-		if s+uint64(cfg.Window) <= high {
-			t.Fatalf("seq %d re-sent after seq %d: further back than the window", s, high)
+	// A copy sent again is historical: it was stored before the
+	// connection that re-sent it.
+	seen := map[uint64]bool{}
+	for i, s := range rec.seqs {
+		if seen[s] && !rec.hist[i] {
+			t.Fatalf("seq %d sent again without historical", s)
 		}
-		high = max(high, s)
+		seen[s] = true
 	}
+}
+
+func seqRange(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
 }
 
 func TestUplinkSurvivesBrokerRestart(t *testing.T) {
@@ -358,7 +385,7 @@ func TestUplinkDropsRecordsTheEncoderRefuses(t *testing.T) {
 
 type refuseSeq struct{ seq uint64 }
 
-func (r refuseSeq) Encode(dst []byte, gw string, rec *telemetry.Record) ([]byte, error) {
+func (r refuseSeq) Encode(dst []byte, gw string, rec *telemetry.Record, _ bool) ([]byte, error) {
 	if rec.Seq == r.seq {
 		return dst, fmt.Errorf("cannot encode")
 	}
@@ -420,5 +447,120 @@ func TestUplinkStopAcksWhatArrivesDuringDrain(t *testing.T) {
 	if n := src.Len(); n != 0 {
 		t.Errorf("%d records not acked after a drain that got every PUBACK", n)
 	}
+	src.check(t)
+}
+
+// TestUplinkReplayRateKeepsLiveFlowing: with a backlog and a replay rate,
+// live records go out as they come while the backlog drains no faster than
+// the rate; every record is marked correctly and nothing is lost.
+func TestUplinkReplayRateKeepsLiveFlowing(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	src := newMemSource()
+	ackOnlyPubacked(src, rec)
+	const backlog, rate = 150, 100.0
+	fill(src, backlog)
+	cfg := testConfig(b.url())
+	cfg.ReplayRate = rate
+	u, stop := runUplink(t, cfg, src)
+	checkFor(t, wait, time.Millisecond, func() error {
+		if !u.Stats().Connected {
+			return errNotYet
+		}
+		return nil
+	})
+	start := time.Now()
+	if st := u.Stats(); st.BacklogRecords == 0 || st.BacklogRecords > backlog {
+		t.Errorf("backlog at connect %d, want 1..%d", st.BacklogRecords, backlog)
+	}
+	// Live records every 10 ms while the backlog drains: each must reach
+	// the broker quickly even though the backlog is far from done.
+	var maxLag time.Duration
+	for range 50 {
+		seq := src.Append(testBatch("live", 0))
+		sent := time.Now()
+		checkFor(t, wait, time.Millisecond, func() error {
+			if !rec.has(seq) {
+				return errNotYet
+			}
+			return nil
+		})
+		maxLag = max(maxLag, time.Since(sent))
+		replayed := u.Stats().ReplayedTotal
+		if limit := uint64(rate/10 + rate*time.Since(start).Seconds() + 1); replayed > limit {
+			t.Fatalf("after %v, %d backlog records replayed; rate %v/s allows %d", time.Since(start), replayed, rate, limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := u.Stats(); st.BacklogRecords == 0 {
+		t.Errorf("backlog done within %v at %v/s: %+v", time.Since(start), rate, st)
+	}
+	allDelivered(t, rec, src, backlog+50)
+	elapsed := time.Since(start)
+	stop()
+	st := u.Stats()
+	t.Logf("backlog of %d at %v/s drained in %v; live lag max %v; stats %+v", backlog, rate, elapsed, maxLag, st)
+	if min := time.Duration(float64(backlog-rate/10) / rate * float64(time.Second)); elapsed < min {
+		t.Errorf("backlog drained in %v, faster than the rate allows (%v)", elapsed, min)
+	}
+	if maxLag > time.Second {
+		t.Errorf("a live record took %v to reach the broker during the replay", maxLag)
+	}
+	if st.ReplayedTotal != backlog || st.LiveTotal != 50 || st.BacklogRecords != 0 {
+		t.Errorf("stats %+v, want %d replayed and 50 live", st, backlog)
+	}
+	rec.mu.Lock()
+	for i, s := range rec.seqs {
+		if rec.hist[i] != (s <= backlog) {
+			t.Errorf("seq %d historical=%v", s, rec.hist[i])
+		}
+	}
+	rec.mu.Unlock()
+	src.check(t)
+}
+
+// TestUplinkNoticesBlackHole: a link that stops forwarding without closing
+// is noticed within 1.5 × keepalive by the MQTT ping, also when idle, and
+// nothing sent into the black hole is acknowledged.
+func TestUplinkNoticesBlackHole(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	p := startProxy(t, b.addr)
+	src := newMemSource()
+	ackOnlyPubacked(src, rec)
+	cfg := testConfig(p.url())
+	cfg.KeepAlive = 2 * time.Second
+	cfg.PublishTimeout = time.Minute // only the keepalive can notice
+	cfg.ReconnectMin = time.Second   // Connected stays false long enough to see
+	cfg.ReconnectMax = time.Second
+	u, _ := runUplink(t, cfg, src)
+	checkFor(t, wait, time.Millisecond, func() error {
+		if !u.Stats().Connected {
+			return errNotYet
+		}
+		return nil
+	})
+	fill(src, 5)
+	allDelivered(t, rec, src, 5)
+	p.Blackhole(true)
+	start := time.Now()
+	fill(src, 5) // these vanish into the hole
+	checkFor(t, wait, 5*time.Millisecond, func() error {
+		if u.Stats().Connected {
+			return errNotYet
+		}
+		return nil
+	})
+	took := time.Since(start)
+	t.Logf("black hole noticed after %v (keepalive %v): %s", took, cfg.KeepAlive, u.Stats().LastError)
+	if bound := cfg.KeepAlive * 3 / 2; took > bound+300*time.Millisecond {
+		t.Errorf("black hole noticed after %v, want within 1.5 × keepalive = %v", took, bound)
+	}
+	if src.Len() != 5 {
+		t.Errorf("%d records left, want the 5 sent into the black hole", src.Len())
+	}
+	p.Blackhole(false)
+	p.Cut()
+	allDelivered(t, rec, src, 10)
 	src.check(t)
 }

@@ -19,21 +19,26 @@ import (
 // is safe for concurrent use. It implements uplink.Encoder.
 type Encoder struct{}
 
-// Encode appends the JSON payload of r, published by gateway, to dst. It
-// never fails; the error is there to satisfy uplink.Encoder.
-func (Encoder) Encode(dst []byte, gateway string, r *telemetry.Record) ([]byte, error) {
-	return Append(dst, gateway, r), nil
+// Encode appends the JSON payload of r, published by gateway, to dst; a
+// historical record gets "historical":true. It never fails; the error is
+// there to satisfy uplink.Encoder.
+func (Encoder) Encode(dst []byte, gateway string, r *telemetry.Record, historical bool) ([]byte, error) {
+	return Append(dst, gateway, r, historical), nil
 }
 
 // Append appends the JSON payload of r, published by gateway, to dst and
-// returns the extended slice.
-func Append(dst []byte, gateway string, r *telemetry.Record) []byte {
+// returns the extended slice. historical adds "historical":true after "seq"
+// (a record replayed from the buffer's backlog, see docs/payload-json.md).
+func Append(dst []byte, gateway string, r *telemetry.Record, historical bool) []byte {
 	dst = append(dst, `{"gateway":`...)
 	dst = appendString(dst, gateway)
 	dst = append(dst, `,"device":`...)
 	dst = appendString(dst, r.Batch.Device)
 	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendUint(dst, r.Seq, 10)
+	if historical {
+		dst = append(dst, `,"historical":true`...)
+	}
 	dst = append(dst, `,"points":[`...)
 	for i := range r.Batch.Points {
 		if i > 0 {

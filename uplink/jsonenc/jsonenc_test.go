@@ -38,7 +38,12 @@ func docRecord() telemetry.Record {
 
 func encode(t testing.TB, r telemetry.Record) []byte {
 	t.Helper()
-	out, err := jsonenc.Encoder{}.Encode(nil, "line3-gw", &r)
+	return encodeHist(t, r, false)
+}
+
+func encodeHist(t testing.TB, r telemetry.Record, historical bool) []byte {
+	t.Helper()
+	out, err := jsonenc.Encoder{}.Encode(nil, "line3-gw", &r, historical)
 	if err != nil {
 		t.Fatalf("Encode: %v", err)
 	}
@@ -92,7 +97,7 @@ func TestEncodeEmptyBatch(t *testing.T) {
 
 func TestEncodeAppends(t *testing.T) {
 	r := docRecord()
-	got, _ := jsonenc.Encoder{}.Encode([]byte("prefix"), "line3-gw", &r)
+	got, _ := jsonenc.Encoder{}.Encode([]byte("prefix"), "line3-gw", &r, false)
 	if !bytes.HasPrefix(got, []byte("prefix{")) {
 		t.Fatalf("Encode did not append: %q", got)
 	}
@@ -101,7 +106,7 @@ func TestEncodeAppends(t *testing.T) {
 func TestEncodeDoesNotAllocate(t *testing.T) {
 	r := benchRecord(120)
 	buf := make([]byte, 0, 64<<10)
-	allocs := testing.AllocsPerRun(100, func() { buf, _ = jsonenc.Encoder{}.Encode(buf[:0], "line3-gw", &r) })
+	allocs := testing.AllocsPerRun(100, func() { buf, _ = jsonenc.Encoder{}.Encode(buf[:0], "line3-gw", &r, true) })
 	if allocs != 0 {
 		t.Fatalf("Encode allocated %.1f times per call, want 0", allocs)
 	}
@@ -195,13 +200,27 @@ func TestOutputMatchesSchema(t *testing.T) {
 		telemetry.Point{Tag: "stale", Time: t0, Value: telemetry.Float(1), Quality: telemetry.Uncertain | telemetry.ReasonStale},
 		telemetry.Point{Tag: "weird", Time: t0, Value: telemetry.Int(1), Quality: telemetry.Bad | 0x3f},
 	)
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(encode(t, r)))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		t.Fatal(err)
+	for _, hist := range []bool{false, true} {
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(encodeHist(t, r, hist)))
+		dec.UseNumber()
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		validate(t, schema, schema, v, "$")
 	}
-	validate(t, schema, schema, v, "$")
+}
+
+// TestEncodeHistorical: a replayed record carries "historical":true right
+// after "seq"; a live one has no such field.
+func TestEncodeHistorical(t *testing.T) {
+	r := telemetry.Record{Seq: 9, Batch: telemetry.Batch{Device: "d"}}
+	if got, want := string(encodeHist(t, r, true)), `{"gateway":"line3-gw","device":"d","seq":9,"historical":true,"points":[]}`; got != want {
+		t.Errorf("historical: got %s, want %s", got, want)
+	}
+	if got := string(encodeHist(t, r, false)); strings.Contains(got, "historical") {
+		t.Errorf("live record mentions historical: %s", got)
+	}
 }
 
 // validate checks v against the subset of JSON Schema the payload schema
@@ -317,7 +336,7 @@ func FuzzJSONEncode(f *testing.F) {
 			{Tag: tag, Quality: telemetry.Quality(q)},
 		}
 		r := telemetry.Record{Seq: u, Batch: telemetry.Batch{Device: device, Points: points}}
-		out, err := jsonenc.Encoder{}.Encode(nil, device, &r)
+		out, err := jsonenc.Encoder{}.Encode(nil, device, &r, q&1 == 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,15 +349,19 @@ func FuzzJSONEncode(f *testing.F) {
 			Reason  *string         `json:"reason"`
 		}
 		var got struct {
-			Gateway string  `json:"gateway"`
-			Device  string  `json:"device"`
-			Seq     uint64  `json:"seq"`
-			Points  []point `json:"points"`
+			Gateway    string  `json:"gateway"`
+			Device     string  `json:"device"`
+			Seq        uint64  `json:"seq"`
+			Historical *bool   `json:"historical"`
+			Points     []point `json:"points"`
 		}
 		dec := json.NewDecoder(bytes.NewReader(out))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&got); err != nil {
 			t.Fatalf("output is not valid JSON: %v\n%s", err, out)
+		}
+		if (got.Historical != nil) != (q&1 == 1) || (got.Historical != nil && !*got.Historical) {
+			t.Fatalf("historical %v for q %#x", got.Historical, q)
 		}
 		if got.Gateway != valid(device) || got.Device != valid(device) || got.Seq != u || len(got.Points) != len(points) {
 			t.Fatalf("header mismatch: %+v", got)
@@ -417,10 +440,10 @@ func benchRecord(n int) telemetry.Record {
 
 func BenchmarkJSONEncode(b *testing.B) {
 	r := benchRecord(120)
-	buf, _ := jsonenc.Encoder{}.Encode(nil, "line3-gw", &r)
+	buf, _ := jsonenc.Encoder{}.Encode(nil, "line3-gw", &r, false)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf, _ = jsonenc.Encoder{}.Encode(buf[:0], "line3-gw", &r)
+		buf, _ = jsonenc.Encoder{}.Encode(buf[:0], "line3-gw", &r, false)
 	}
 }
