@@ -106,7 +106,8 @@ type groupState struct {
 	period  time.Duration
 	next    time.Time // when the next tick is due
 	tags    []TagInfo
-	overrun bool // the last read took longer than period
+	rbe     exceptions // report-by-exception state of tags
+	overrun bool       // the last read took longer than period
 }
 
 // poller is the state of one device goroutine.
@@ -133,10 +134,12 @@ func (c *Collector) runDevice(ctx context.Context, d *device) error {
 	now := time.Now()
 	for i, period := range d.Driver.Groups() {
 		period = max(period, time.Millisecond)
+		tags := d.Driver.Tags(i)
 		p.groups = append(p.groups, groupState{
 			period: period,
 			next:   now.Add(rand.N(period)), // spread devices' polls over the period
-			tags:   d.Driver.Tags(i),
+			tags:   tags,
+			rbe:    newExceptions(tags),
 		})
 	}
 	p.retryAt = now
@@ -271,6 +274,7 @@ func (p *poller) read(ctx context.Context, i int) (sent bool, err error) {
 		return p.down(ctx, fmt.Errorf("read: %w", rerr))
 	}
 	p.setUp()
+	p.batch.Points = g.rbe.apply(p.batch.Points, end)
 	return false, p.send(ctx)
 }
 
@@ -283,6 +287,9 @@ func (p *poller) setUp() {
 		return
 	}
 	p.up, p.known = true, true
+	for i := range p.groups {
+		p.groups[i].rbe.reset() // every tag reports when a device comes back
+	}
 	now := time.Now()
 	p.update(func(st *DeviceStatus) { st.Up, st.Since = true, now })
 	p.d.log.Info("device up")
@@ -322,17 +329,21 @@ func (p *poller) down(ctx context.Context, err error) (sent bool, serr error) {
 	return true, nil
 }
 
-// sendBad sends group i with every tag Bad for the current reason.
+// sendBad sends group i with every tag Bad for the current reason. Tags
+// with report-by-exception report the first Bad point (a change of
+// quality), and then again only at their max_silence heartbeat.
 func (p *poller) sendBad(ctx context.Context, i int, now time.Time) error {
+	g := &p.groups[i]
 	pts := p.batch.Points[:0]
-	for _, t := range p.groups[i].tags {
+	for _, t := range g.tags {
 		pts = append(pts, telemetry.Point{Tag: t.Name, Unit: t.Unit, Quality: p.reason, Time: now})
 	}
-	p.batch.Points = pts
+	p.batch.Points = g.rbe.apply(pts, now)
 	return p.send(ctx)
 }
 
-// send hands the batch to the Sink.
+// send hands the batch to the Sink; a batch that report-by-exception
+// emptied is not sent.
 func (p *poller) send(ctx context.Context) error {
 	if len(p.batch.Points) == 0 {
 		return nil

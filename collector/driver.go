@@ -38,10 +38,22 @@ type TagInfo struct {
 }
 
 // Filter is a tag's report-by-exception setting, applied by the collector
-// between the driver and the sink. A reading is reported when its quality
-// differs from the last reported one, when it has moved by more than the
-// deadband from the last reported value (numbers; other kinds on any change),
-// or when MaxSilence has passed since the tag was last reported.
+// between the driver and the sink, for polled and for Bad points alike.
+// With OnChange set a point is reported when
+//   - it is the tag's first since the collector started or since the device
+//     came back up (so every tag reports after an outage);
+//   - its quality differs from the last reported one (class or reason: a tag
+//     going Bad, or a clamp starting, reports at once);
+//   - MaxSilence (if not 0) has passed since the tag was last reported: a
+//     heartbeat that reports the current reading, also while the device is
+//     down;
+//   - its value moved from the last reported value (not the last reading)
+//     by more than the deadband: |v-last| > Deadband, or with Percent
+//     |v-last| > Deadband/100 * |last|, so from 0 any change counts. Bool
+//     and string values, a zero Deadband, NaN and a change of kind report
+//     on any change.
+//
+// Other points are dropped, and a batch left empty is not sent at all.
 type Filter struct {
 	OnChange   bool    // false: report every reading (the fields below are unused)
 	Deadband   float64 // absolute, or percent of the last reported value's magnitude when Percent
