@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -210,7 +209,6 @@ group 1: poll 1s, 3 tags, 2 requests
 func TestNewRejects(t *testing.T) {
 	ok := []Tag{hr("a", 0, TypeUint16)}
 	cases := map[string]Config{
-		"rtu scheme":       {URL: "rtu:///dev/ttyUSB0?baud=9600", Tags: ok},
 		"unknown scheme":   {URL: "udp://h:502", Tags: ok},
 		"no host":          {URL: "tcp://", Tags: ok},
 		"no address":       {URL: "tcp://h", Tags: []Tag{{Name: "x", Type: TypeUint16}}},
@@ -226,24 +224,6 @@ func TestNewRejects(t *testing.T) {
 		cfg.Poll = time.Second
 		if _, err := New("dev", cfg, discard()); err == nil {
 			t.Errorf("%s: New succeeded", name)
-		}
-	}
-	_, err := New("dev", Config{URL: "rtu:///dev/ttyUSB0", Poll: time.Second, Tags: ok}, discard())
-	if !errors.Is(err, ErrSchemeNotSupported) || !strings.Contains(err.Error(), "rtu/ascii not supported yet") {
-		t.Errorf("rtu: err = %v", err)
-	}
-}
-
-func TestTCPAddressDefaultsPort(t *testing.T) {
-	for in, want := range map[string]string{
-		"tcp://10.0.0.21":      "10.0.0.21:502",
-		"tcp://10.0.0.21:1502": "10.0.0.21:1502",
-		"tcp://[::1]":          "[::1]:502",
-		"tcp://plc.local:5020": "plc.local:5020",
-	} {
-		got, err := tcpAddress(in)
-		if err != nil || got != want {
-			t.Errorf("tcpAddress(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
 }
