@@ -36,15 +36,6 @@ func (t *tag) end() int { return int(t.offset) + int(t.count) }
 // it: bit 0 is the least significant bit of the first byte.
 func bitAt(data []byte, i int) bool { return data[i>>3]>>(uint(i)&7)&1 != 0 }
 
-// decode turns the registers of one tag, exactly as they arrived (2 bytes
-// per register, high byte first), into the tag's value. It is decodeValue
-// without the quality: ok is false when the value could not be decoded; a
-// clamped value comes back with ok true. Read should use decodeValue.
-func decode(t *tag, regs []byte, prev string) (v telemetry.Value, ok bool) {
-	v, q := decodeValue(t, regs, prev)
-	return v, q.Class() != telemetry.Bad
-}
-
 // decodeValue turns the registers of one tag, exactly as they arrived (2
 // bytes per register, high byte first), into the tag's value and quality:
 // Good; Uncertain|ReasonClamped when the clamp replaced the value by one of

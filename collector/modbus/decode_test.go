@@ -78,8 +78,8 @@ var orderCases = []struct {
 func TestDecodeEveryTypeAndOrder(t *testing.T) {
 	for _, c := range orderCases {
 		tg := &tag{typ: c.typ, order: c.order, count: c.typ.Registers(), bit: -1}
-		got, ok := decode(tg, unhex(t, c.wire), "")
-		if !ok || !got.Equal(c.want) {
+		got, q := decodeValue(tg, unhex(t, c.wire), "")
+		if ok := q.IsGood(); !ok || !got.Equal(c.want) {
 			t.Errorf("decode %s %s % s = %v (%v), want %v", c.typ, c.order, c.wire, got, ok, c.want)
 		}
 		enc, err := AppendRegisters(nil, c.typ, c.order, 0, c.want)
@@ -124,8 +124,8 @@ func TestDecodeBoolsStringsAndScale(t *testing.T) {
 	}
 	for _, c := range cases {
 		c.tag.order = max(c.tag.order, ABCD)
-		got, ok := decode(&c.tag, unhex(t, c.wire), "")
-		if ok != c.ok || !got.Equal(c.want) {
+		got, q := decodeValue(&c.tag, unhex(t, c.wire), "")
+		if ok := q.IsGood(); ok != c.ok || !got.Equal(c.want) {
 			t.Errorf("%s: decode = %v, %v; want %v, %v", c.name, got, ok, c.want, c.ok)
 		}
 	}
@@ -249,7 +249,7 @@ func TestDecodeStringReusesPrevious(t *testing.T) {
 	regs := unhex(t, "41 42 43 00")
 	prev := strings.Clone("ABC")
 	allocs := testing.AllocsPerRun(100, func() {
-		v, _ := decode(tg, regs, prev)
+		v, _ := decodeValue(tg, regs, prev)
 		if v.AsString() != "ABC" {
 			t.Fatal(v)
 		}
