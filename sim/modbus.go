@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/fieldgate/fieldgate/collector/modbus"
 	"github.com/fieldgate/fieldgate/telemetry"
@@ -57,8 +58,9 @@ type ModbusServer struct {
 	holding  []byte
 	tick     uint64
 
-	requests atomic.Uint64
-	silent   atomic.Bool
+	requests  atomic.Uint64
+	silent    atomic.Bool
+	delayNext atomic.Int64 // nanoseconds to hold the next answer
 
 	lmu   sync.Mutex // guards lns, conns, addr
 	lns   map[net.Listener]struct{}
@@ -186,6 +188,19 @@ func (s *ModbusServer) Close() error {
 // (false). Silent requests are still counted.
 func (s *ModbusServer) SetSilent(silent bool) { s.silent.Store(silent) }
 
+// DelayNextAnswer holds the server's next answer for d before sending it,
+// like a device that answers after the client has given up: the late answer
+// arrives while the client waits for the answer to its next request. The
+// requests that come meanwhile are answered after it, in order.
+func (s *ModbusServer) DelayNextAnswer(d time.Duration) { s.delayNext.Store(int64(d)) }
+
+// delay sleeps for a pending DelayNextAnswer, once.
+func (s *ModbusServer) delay() {
+	if d := time.Duration(s.delayNext.Swap(0)); d > 0 {
+		time.Sleep(d) // the simulated device is busy; bounded by the test's d
+	}
+}
+
 // Requests returns the number of requests received so far.
 func (s *ModbusServer) Requests() uint64 { return s.requests.Load() }
 
@@ -213,6 +228,7 @@ func (s *ModbusServer) serveConn(c net.Conn) {
 		resp = append(resp[:0], req[:7]...) // transaction, protocol, length (fixed below), unit
 		resp = s.handle(resp, req[6], req[7:6+length])
 		binary.BigEndian.PutUint16(resp[4:6], uint16(len(resp)-6))
+		s.delay()
 		if _, err := c.Write(resp); err != nil {
 			return
 		}

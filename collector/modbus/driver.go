@@ -2,12 +2,12 @@ package modbus
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	mb "github.com/goburrow/modbus"
@@ -16,33 +16,60 @@ import (
 	"github.com/fieldgate/fieldgate/telemetry"
 )
 
-// ErrSchemeNotSupported is wrapped by New for a URL whose scheme names a
-// transport this driver does not speak yet (rtu://, ascii://, rtuovertcp://).
-var ErrSchemeNotSupported = errors.New("rtu/ascii not supported yet")
-
-// Driver polls one Modbus TCP device. It implements collector.Driver and
-// collector's optional Timeout method. Like every collector.Driver it is not
-// safe for concurrent use; Plan, Groups and Tags may be called at any time.
+// Driver polls one Modbus device: Modbus TCP, RTU on a serial line, RTU
+// through a TCP serial server, or ASCII. It implements collector.Driver and
+// collector's optional Timeout method. Like every collector.Driver its
+// Connect, Read and Close are called from one goroutine; Plan, Groups,
+// Tags and Timeout may be called at any time, and Write and Inspect are
+// safe to call from other goroutines while it polls (they take their turn
+// on the link).
 type Driver struct {
-	addr    string // host:port
+	ep      Endpoint
 	unit    uint8
 	timeout time.Duration // per request
+	pause   time.Duration // between two requests of this device
+	multi   bool          // write with FC15/FC16 only
 	log     *slog.Logger
 	groups  []group
 	polls   []time.Duration
 	plan    Plan
-	maxReqs int // most requests in one group
+	maxReqs int            // most requests in one group
+	byName  map[string]int // tag name -> index into tags
+	tags    []*tag         // every tag once, for Write
 
-	handler *mb.TCPClientHandler // nil when not connected
-	client  mb.Client
-	infos   [][]collector.TagInfo // per group, in Read's order
-	state   [][]reqState          // per group, per request
-	last    [][]string            // per group, per tag: the last string read
+	link      *link
+	pk        mb.Packager  // goburrow's packager for the transport, with our unit id
+	connected bool         // Connect succeeded and Close was not called since
+	lastReq   atomic.Int64 // UnixNano when this device's last request ended
+
+	infos [][]collector.TagInfo // per group, in Read's order
+	state [][]reqState          // per group, per request
+	last  [][]string            // per group, per tag: the last string read
 }
 
-// reqState remembers whether a request's last answer was an exception, so
-// the driver logs once per change, not once per poll.
-type reqState struct{ failing bool }
+// reqState remembers how a request's last answer failed, so the driver
+// logs once per change, not once per poll.
+type reqState struct{ failing telemetry.Quality }
+
+// Option changes how New builds a Driver.
+type Option func(*options)
+
+type options struct {
+	links *Links
+	multi bool
+}
+
+// WithLinks makes the driver share its link with the other drivers built
+// with the same Links: devices whose Endpoint.Link() is equal (one serial
+// port, one TCP serial server, one Modbus TCP address) then use one
+// connection and take turns on it. Without it each Driver has a link of its
+// own.
+func WithLinks(l *Links) Option { return func(o *options) { o.links = l } }
+
+// WithMultipleWrites makes Write use function 15 (write multiple coils) and
+// 16 (write multiple registers) even for one coil or register, for devices
+// that do not implement functions 5 and 6.
+func WithMultipleWrites() Option { return func(o *options) { o.multi = true } }
 
 // New builds the driver for device and its read plan from cfg, which the
 // config package has validated. It does no I/O. Defaults: timeout
@@ -50,22 +77,43 @@ type reqState struct{ failing bool }
 // cfg.Poll. The gateway passes a log that already carries the "device"
 // attribute, and wraps New's errors with the device's name. A nil log
 // discards.
-func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
-	addr, err := tcpAddress(cfg.URL)
+func New(device string, cfg Config, log *slog.Logger, opts ...Option) (*Driver, error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	ep, err := ParseURL(cfg.URL)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("url: %w", err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Driver{
-		addr:    addr,
+		ep:      ep,
 		unit:    cfg.Unit,
 		timeout: cfg.Timeout,
+		pause:   max(cfg.Pause, 0),
+		multi:   o.multi,
 		log:     log,
+		byName:  map[string]int{},
 	}
 	if d.timeout <= 0 {
 		d.timeout = DefaultTimeout
+	}
+	switch ep.Transport {
+	case TCP:
+		h := mb.NewTCPClientHandler("")
+		h.SlaveId = d.unit
+		d.pk = h
+	case RTU, RTUOverTCP:
+		h := mb.NewRTUClientHandler("")
+		h.SlaveId = d.unit
+		d.pk = h
+	case ASCII:
+		h := mb.NewASCIIClientHandler("")
+		h.SlaveId = d.unit
+		d.pk = h
 	}
 	lim := limits{maxGap: DefaultMaxGap, maxRegisters: MaxRegistersPerRequest, maxBits: MaxBitsPerRequest}
 	if cfg.MaxGap != nil {
@@ -103,6 +151,14 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 	if len(tags) == 0 {
 		return nil, errors.New("no tags")
 	}
+	if o.links != nil {
+		if d.link, err = o.links.get(ep); err != nil {
+			return nil, err
+		}
+	} else {
+		d.link = newLink(ep, log)
+	}
+	d.link.budget.Add(int64(d.timeout + d.pause))
 	d.plan.Device = device
 	d.groups = plan(tags, polls, lim)
 	d.state = make([][]reqState, len(d.groups))
@@ -115,9 +171,14 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 		d.maxReqs = max(d.maxReqs, len(g.reqs))
 		pg := PlanGroup{Poll: g.poll}
 		infos := make([]collector.TagInfo, len(g.tags))
-		for ti, t := range g.tags {
+		for ti := range g.tags {
+			t := &g.tags[ti]
 			pg.Tags = append(pg.Tags, t.name)
 			infos[ti] = t.info()
+			if _, dup := d.byName[t.name]; !dup {
+				d.byName[t.name] = len(d.tags)
+				d.tags = append(d.tags, t)
+			}
 		}
 		d.infos = append(d.infos, infos)
 		for _, r := range g.reqs {
@@ -132,28 +193,8 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 	return d, nil
 }
 
-// tcpAddress turns tcp://host[:port] into host:port.
-func tcpAddress(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", fmt.Errorf("url %q: %w", raw, err)
-	}
-	switch u.Scheme {
-	case "tcp":
-	case "rtu", "ascii", "rtuovertcp", "rtu+tcp":
-		return "", fmt.Errorf("url %q: %w", raw, ErrSchemeNotSupported)
-	default:
-		return "", fmt.Errorf("url %q: scheme must be tcp://", raw)
-	}
-	if u.Hostname() == "" {
-		return "", fmt.Errorf("url %q: no host", raw)
-	}
-	port := u.Port()
-	if port == "" {
-		port = DefaultPort
-	}
-	return net.JoinHostPort(u.Hostname(), port), nil
-}
+// Endpoint returns the device's parsed URL.
+func (d *Driver) Endpoint() Endpoint { return d.ep }
 
 // Plan returns the read plan. The caller must not modify it.
 func (d *Driver) Plan() Plan { return d.plan }
@@ -165,67 +206,124 @@ func (d *Driver) Groups() []time.Duration { return d.polls }
 // The caller must not modify the slice.
 func (d *Driver) Tags(group int) []collector.TagInfo { return d.infos[group] }
 
-// Timeout returns the longest a Connect or a Read should take: the request
-// timeout once per request of the largest group, plus one for a reconnect.
-func (d *Driver) Timeout() time.Duration { return d.timeout * time.Duration(d.maxReqs+1) }
+// Timeout returns the longest a Connect or a Read should take: per request
+// of the largest group the request timeout and the pause, plus one timeout
+// for a reconnect; on a shared link also, per request, one turn of every
+// other device built so far on that link (timeout plus pause), since each
+// request may have to wait for one.
+func (d *Driver) Timeout() time.Duration {
+	n := time.Duration(d.maxReqs)
+	others := time.Duration(d.link.budget.Load()) - d.timeout - d.pause
+	return d.timeout*(n+1) + d.pause*n + others*n
+}
 
-// Connect dials the device, dropping any previous connection. It gives up
+// Connect opens the device's link, or joins it when another device has
+// opened it already, dropping this driver's previous use of it. It gives up
 // after the configured timeout or ctx's deadline, whichever comes first.
 func (d *Driver) Connect(ctx context.Context) error {
 	_ = d.Close()
-	timeout, err := d.requestTimeout(ctx)
+	d.link.use()
+	err := d.link.lock(ctx)
+	if err == nil {
+		err = d.link.openLocked(ctx, d.timeout)
+		d.link.unlock()
+	}
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", d.addr, err)
+		_ = d.link.unuse()
+		return fmt.Errorf("connect %s: %w", d.ep.Link(), err)
 	}
-	h := mb.NewTCPClientHandler(d.addr)
-	h.SlaveId = d.unit
-	h.Timeout = timeout
-	// Keep the connection across polls; goburrow closes it after this much
-	// idle time and redials on the next request.
-	h.IdleTimeout = max(time.Minute, 3*d.polls[len(d.polls)-1])
-	if err := h.Connect(); err != nil {
-		return fmt.Errorf("connect %s: %w", d.addr, err)
-	}
-	d.handler, d.client = h, mb.NewClient(h)
+	d.connected = true
 	return nil
 }
 
-// Close closes the connection. It is safe to call more than once.
+// Close leaves the link; the last device to leave closes it. It is safe to
+// call more than once.
 func (d *Driver) Close() error {
-	if d.handler == nil {
+	if !d.connected {
 		return nil
 	}
-	err := d.handler.Close()
-	d.handler, d.client = nil, nil
-	return err
-}
-
-// requestTimeout returns the configured timeout, shortened to ctx's
-// deadline, or ctx's error when it is done.
-func (d *Driver) requestTimeout(ctx context.Context) (time.Duration, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, err
-	}
-	t := d.timeout
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
-		if left <= 0 {
-			return 0, context.DeadlineExceeded
-		}
-		t = min(t, left)
-	}
-	return t, nil
+	d.connected = false
+	return d.link.unuse()
 }
 
 // errNotConnected is returned by Read before Connect.
 var errNotConnected = errors.New("not connected")
 
+// transact sends one request to the device in its turn on the link, after
+// the device's pause since its previous request.
+func (d *Driver) transact(ctx context.Context, fc byte, data []byte) (answer, error) {
+	if err := d.waitPause(ctx); err != nil {
+		return answer{}, err
+	}
+	if err := d.link.lock(ctx); err != nil {
+		return answer{}, err
+	}
+	defer d.link.unlock()
+	return d.transactLocked(ctx, fc, data)
+}
+
+// transactLocked is transact for a caller that holds the link's turn.
+func (d *Driver) transactLocked(ctx context.Context, fc byte, data []byte) (answer, error) {
+	if err := ctx.Err(); err != nil {
+		return answer{}, err
+	}
+	a, err := d.link.transactLocked(ctx, d.pk, fc, data, d.timeout)
+	d.lastReq.Store(time.Now().UnixNano())
+	return a, err
+}
+
+// waitPause sleeps until the device's pause since its last request has
+// passed. It runs before the device takes its turn, so other devices may
+// use the link meanwhile.
+func (d *Driver) waitPause(ctx context.Context) error {
+	if d.pause <= 0 {
+		return nil
+	}
+	last := d.lastReq.Load()
+	if last == 0 {
+		return nil
+	}
+	if wait := time.Until(time.Unix(0, last).Add(d.pause)); wait > 0 {
+		return sleep(ctx, wait)
+	}
+	return nil
+}
+
+// readRequest reads the registers or bits of r and returns the answer and
+// the data bytes (registers 2 bytes each high byte first; bits packed).
+func (d *Driver) readRequest(ctx context.Context, r *request) (answer, []byte, error) {
+	fc := Request{Table: r.table}.Function()
+	var pdu [4]byte
+	binary.BigEndian.PutUint16(pdu[0:], r.start)
+	binary.BigEndian.PutUint16(pdu[2:], r.count)
+	a, err := d.transact(ctx, fc, pdu[:])
+	if err != nil {
+		return a, nil, fmt.Errorf("read %s: %w", requestName(r), err)
+	}
+	want := 2 * int(r.count)
+	if r.table.IsBit() {
+		want = (int(r.count) + 7) / 8
+	}
+	if len(a.data) != 1+want || int(a.data[0]) != want {
+		return a, nil, fmt.Errorf("read %s: %w", requestName(r), badResponse("%d data bytes, want %d", len(a.data)-1, want))
+	}
+	return a, a.data[1:], nil
+}
+
 // Read polls one group: one request after another, appending one point per
-// tag to dst in the order of Tags(group). A request the device answers with
-// an exception makes its tags Bad|ReasonException and the others stay Good;
-// a timeout or a connection error ends the read with an error.
+// tag to dst in the order of Tags(group).
+//
+// A request answered with an exception, a bad CRC or a wrong answer makes
+// its tags Bad with that reason (exception, crc, bad_response); the others
+// stay Good and the link is kept. On a serial bus (and through a serial
+// server) a timeout means that this slave is silent: its request's tags and
+// those of the group's remaining requests become Bad|timeout, so a dead
+// slave costs one timeout per poll, and Read returns an error only when no
+// request of the group was answered, so that the collector backs off this
+// device alone. On Modbus TCP a timeout ends the read with an error. A
+// broken connection always does.
 func (d *Driver) Read(ctx context.Context, group int, dst []telemetry.Point) ([]telemetry.Point, error) {
-	if d.client == nil {
+	if !d.connected {
 		return dst, errNotConnected
 	}
 	g := &d.groups[group]
@@ -235,38 +333,69 @@ func (d *Driver) Read(ctx context.Context, group int, dst []telemetry.Point) ([]
 	for i := range g.tags {
 		pts[i] = telemetry.Point{Tag: g.tags[i].name, Unit: g.tags[i].unit}
 	}
+	answered := false
 	for ri := range g.reqs {
 		r := &g.reqs[ri]
-		data, err := d.request(ctx, r)
+		_, data, err := d.readRequest(ctx, r)
 		now := time.Now()
-		st := &d.state[group][ri]
-		if err != nil {
-			var ex *mb.ModbusError
-			if !errors.As(err, &ex) {
-				return dst[:base], err
-			}
-			if !st.failing {
-				st.failing = true
-				d.log.Warn("request refused", "request", requestName(r), "err", err)
-			}
-			for _, ti := range r.tags {
-				pts[ti].Quality = telemetry.Bad | telemetry.ReasonException
-				pts[ti].Time = now
-			}
+		if err == nil {
+			answered = true
+			d.setFailing(group, ri, 0, nil)
+			d.decodeRequest(group, r, data, pts, now)
 			continue
 		}
-		if st.failing {
-			st.failing = false
-			d.log.Info("request answered again", "request", requestName(r))
+		why := reason(err)
+		switch {
+		case why == telemetry.ReasonTimeout && d.link.shared() && ctx.Err() == nil:
+			if !answered {
+				return dst[:base], err
+			}
+			d.setFailing(group, ri, why, err)
+			for _, r := range g.reqs[ri:] {
+				for _, ti := range r.tags {
+					pts[ti].Quality = telemetry.Bad | why
+					pts[ti].Time = now
+				}
+			}
+			return dst, nil
+		case why == telemetry.ReasonTimeout || why == telemetry.ReasonNoConnection:
+			return dst[:base], err
 		}
-		d.decodeRequest(group, r, data, pts, now)
+		answered = true
+		d.setFailing(group, ri, why, err)
+		for _, ti := range r.tags {
+			pts[ti].Quality = telemetry.Bad | why
+			pts[ti].Time = now
+		}
 	}
 	return dst, nil
 }
 
-// decodeRequest fills the points of r's tags from the response data.
+// setFailing records request ri's outcome and logs when it changes.
+func (d *Driver) setFailing(group, ri int, why telemetry.Quality, err error) {
+	st := &d.state[group][ri]
+	if st.failing == why {
+		return
+	}
+	r := &d.groups[group].reqs[ri]
+	if why == 0 {
+		d.log.Info("request answered again", "request", requestName(r))
+	} else {
+		d.log.Warn("request failed", "request", requestName(r), "reason", (telemetry.Bad | why).ReasonString(), "err", err)
+	}
+	st.failing = why
+}
+
+// decodeRequest fills the points of r's tags (pts is indexed like the
+// group's tags) from the response data, remembering string values for the
+// next poll.
 func (d *Driver) decodeRequest(group int, r *request, data []byte, pts []telemetry.Point, now time.Time) {
-	g := &d.groups[group]
+	decodeInto(&d.groups[group], r, data, pts, now, d.last[group])
+}
+
+// decodeInto is decodeRequest for any caller: last holds the group's
+// previous string values and is updated; nil means none.
+func decodeInto(g *group, r *request, data []byte, pts []telemetry.Point, now time.Time, last []string) {
 	want := 2 * int(r.count)
 	if r.table.IsBit() {
 		want = (int(r.count) + 7) / 8
@@ -284,40 +413,16 @@ func (d *Driver) decodeRequest(group int, r *request, data []byte, pts []telemet
 			p.Value = telemetry.Bool(bitAt(data, rel))
 			continue
 		}
-		v, ok := decode(t, data[2*rel:2*(rel+int(t.count))], d.last[group][ti])
-		if !ok {
-			p.Quality = telemetry.Bad | telemetry.ReasonDecode
-			continue
+		prev := ""
+		if last != nil {
+			prev = last[ti]
 		}
-		if v.Kind() == telemetry.KindString {
-			d.last[group][ti] = v.AsString()
+		v, q := decodeValue(t, data[2*rel:2*(rel+int(t.count))], prev)
+		p.Value, p.Quality = v, q
+		if v.Kind() == telemetry.KindString && last != nil {
+			last[ti] = v.AsString()
 		}
-		p.Value = v
 	}
-}
-
-// request sends one read request.
-func (d *Driver) request(ctx context.Context, r *request) ([]byte, error) {
-	timeout, err := d.requestTimeout(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", requestName(r), err)
-	}
-	d.handler.Timeout = timeout
-	var data []byte
-	switch r.table {
-	case Coil:
-		data, err = d.client.ReadCoils(r.start, r.count)
-	case DiscreteInput:
-		data, err = d.client.ReadDiscreteInputs(r.start, r.count)
-	case InputRegister:
-		data, err = d.client.ReadInputRegisters(r.start, r.count)
-	default:
-		data, err = d.client.ReadHoldingRegisters(r.start, r.count)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", requestName(r), err)
-	}
-	return data, nil
 }
 
 // requestName names a request in logs and errors: "holding registers 0..9".
