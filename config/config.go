@@ -22,10 +22,15 @@ const (
 	DefaultStatusTopic    = "{prefix}/{gateway}/status"
 	DefaultAPIListen      = "127.0.0.1:8080"
 	DefaultPoll           = time.Second
+	DefaultProfilesDir    = "profiles"
 	// MinPoll is the shortest poll interval a device or tag may ask for.
 	MinPoll = 10 * time.Millisecond
 	// MinMaxBytes is the smallest buffer.max_bytes accepted.
 	MinMaxBytes = ByteSize(1 << 20)
+	// MaxPause is the longest modbus.pause accepted.
+	MaxPause = 10 * time.Second
+	// MaxDescription is the longest tag description accepted, in characters.
+	MaxDescription = 256
 )
 
 // Values of Buffer.Sync and MQTT.Format.
@@ -40,11 +45,15 @@ const (
 // it is safe for concurrent reads. Printing it never shows a secret (see
 // Secret).
 type Config struct {
-	Gateway Gateway  `yaml:"gateway"`
-	Buffer  Buffer   `yaml:"buffer"`
-	API     API      `yaml:"api"`
-	MQTT    MQTT     `yaml:"mqtt"`
-	Devices []Device `yaml:"devices"`
+	Gateway Gateway `yaml:"gateway"`
+	Buffer  Buffer  `yaml:"buffer"`
+	API     API     `yaml:"api"`
+	MQTT    MQTT    `yaml:"mqtt"`
+	// ProfilesDir is the folder searched first for device profiles, before
+	// the built-in ones; relative to the config file's folder, "profiles"
+	// beside it by default. After Load it is the resolved path.
+	ProfilesDir string   `yaml:"profiles_dir"`
+	Devices     []Device `yaml:"devices"`
 	// Source is the file name Load read (the name given to Parse).
 	Source string `yaml:"-"`
 }
@@ -113,8 +122,17 @@ type Device struct {
 	// Modbus is required for now. After Load, Modbus.Poll and Modbus.Tags
 	// hold Poll and Tags, so the driver needs nothing else.
 	Modbus *modbus.Config `yaml:"modbus"`
-	Poll   time.Duration  `yaml:"poll"`
-	Tags   []modbus.Tag   `yaml:"tags"`
+	// Profile names a device profile, <name>.yaml in ProfilesDir or built
+	// in, whose tags the device gets and whose poll and modbus settings are
+	// the device's defaults.
+	Profile string `yaml:"profile"`
+	// TagsCSV is a CSV file of more tags, one a row; relative to the config
+	// file's folder. After Load it is the resolved path.
+	TagsCSV string        `yaml:"tags_csv"`
+	Poll    time.Duration `yaml:"poll"`
+	// Tags are the tags written under tags:. After Load they are all the
+	// device's tags: the profile's, then these, then those of TagsCSV.
+	Tags []modbus.Tag `yaml:"tags"`
 }
 
 // Load reads the file at path and returns its configuration with defaults

@@ -32,10 +32,23 @@ type source struct {
 	// bad holds the paths that already have a decoding problem; validation
 	// says nothing more about them or what lies under them.
 	bad map[string]bool
+	// csv marks a tags_csv file: its paths are tags[i].column, and errors
+	// name only the column (the line already names the row).
+	csv bool
+	// devices holds, by device path, what a device's profile and tags_csv
+	// added (main file only).
+	devices map[string]*expansion
+}
+
+func newSource(file string) *source {
+	return &source{file: file, nodes: map[string]*yaml.Node{}, skip: map[string]bool{}, bad: map[string]bool{}}
 }
 
 // covered reports whether path is, or lies under, a path in bad.
 func (s *source) covered(path string) bool {
+	if s == nil {
+		return false
+	}
 	for p := path; ; {
 		if s.bad[p] {
 			return true
@@ -92,7 +105,18 @@ func (s *source) errorAt(n *yaml.Node, path string, cause error, format string, 
 	if n != nil {
 		e.Line, e.Column = n.Line, n.Column
 	}
+	if s.csv {
+		e.Path = csvColumn(path)
+	}
 	return e
+}
+
+// csvColumn turns tags[3].scale into scale, and tags[3] into "".
+func csvColumn(path string) string {
+	if i := strings.IndexByte(path, '.'); i >= 0 {
+		return path[i+1:]
+	}
+	return ""
 }
 
 // decoder fills a Go value from a YAML node tree, checking every key
@@ -149,10 +173,10 @@ var (
 // not implement, by the struct they belong in; they are reported as not
 // supported rather than unknown.
 var reserved = map[reflect.Type]map[string]string{
-	deviceType: {"opcua": "OPC UA devices are", "profile": "device profiles are"},
+	deviceType: {"opcua": "OPC UA devices are"},
 	mqttType:   {"sparkplug": "Sparkplug B is"},
 	tagType: {
-		"deadband": "deadband is", "writable": "writes are", "min": "min (for writes) is", "max": "max (for writes) is",
+		"writable": "writes are", "min": "min (for writes) is", "max": "max (for writes) is",
 		"node": "node (OPC UA) is", "mode": "mode (OPC UA) is",
 	},
 }
@@ -418,7 +442,7 @@ func (d *decoder) unsupportedDevice(path string, n *yaml.Node, v reflect.Value) 
 		switch k := n.Content[i]; k.Value {
 		case "modbus":
 			modbusKey = k
-		case "opcua", "profile":
+		case "opcua":
 			if other == nil {
 				other = k
 			}
@@ -504,10 +528,28 @@ func editDistance(a, b string) int {
 	return d[len(ra)][len(rb)]
 }
 
-// sortErrors orders problems by position, keeping the order of problems
-// at the same position.
-func sortErrors(errs []*Error) {
+// sortErrors orders problems by file, in the order of files (files not
+// listed last), then by position, keeping the order of problems at the same
+// position; it drops repeated problems (a profile or CSV file shared by
+// several devices is checked once for each).
+func sortErrors(errs []*Error, files []string) []*Error {
+	rank := func(f string) int {
+		if i := slices.Index(files, f); i >= 0 {
+			return i
+		}
+		return len(files)
+	}
 	slices.SortStableFunc(errs, func(a, b *Error) int {
-		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+		return cmp.Or(cmp.Compare(rank(a.File), rank(b.File)), cmp.Compare(a.File, b.File),
+			cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
+	seen := map[string]bool{}
+	return slices.DeleteFunc(errs, func(e *Error) bool {
+		s := e.Error()
+		if seen[s] {
+			return true
+		}
+		seen[s] = true
+		return false
 	})
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -20,11 +21,45 @@ import (
 
 // Parse decodes, defaults and validates the YAML in data; name is the file
 // it came from, used in error messages and to resolve relative paths. It
-// reads mqtt.password_file and api.token_file and expands ${ENV} in
+// reads the device profiles and tags_csv files that devices name,
+// mqtt.password_file and api.token_file, and expands ${ENV} in
 // mqtt.password, but otherwise does no I/O. The error joins every problem
-// found (each an *Error), sorted by position.
+// found (each an *Error), sorted by file (this one first) and position.
 func Parse(name string, data []byte) (*Config, error) {
-	src := &source{file: name, nodes: map[string]*yaml.Node{}, skip: map[string]bool{}, bad: map[string]bool{}}
+	src := newSource(name)
+	root, perr := readYAML(name, data)
+	if perr != nil {
+		return nil, perr
+	}
+	src.root = root
+
+	c := &Config{Source: name}
+	d := &decoder{src: src, active: map[*yaml.Node]bool{}, budget: 100000 + 10*len(data)}
+	d.decode("", root, reflect.ValueOf(c).Elem())
+	errs := d.errs
+	if d.budget < 0 {
+		return nil, joinErrors(errs[len(errs)-1:], nil)
+	}
+	files := []string{name}
+	if root.Kind == yaml.MappingNode {
+		x := newExtras(c, src, filepath.Dir(name))
+		x.expand(c, src)
+		errs = append(errs, x.errs...)
+		files = append(files, x.files...)
+		setDefaults(c, src)
+		resolvePaths(c, filepath.Dir(name))
+		errs = append(errs, validate(c, src)...)
+		errs = append(errs, resolveSecrets(c, src)...)
+	}
+	if len(errs) > 0 {
+		return nil, joinErrors(errs, files)
+	}
+	return c, nil
+}
+
+// readYAML reads the one YAML document in data and returns its root node;
+// an empty file gives an empty mapping.
+func readYAML(name string, data []byte) (*yaml.Node, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
@@ -44,33 +79,11 @@ func Parse(name string, data []byte) (*Config, error) {
 	if root.Kind == 0 { // an empty file
 		root = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: 1, Column: 1}
 	}
-	src.root = root
-
-	c := &Config{Source: name}
-	d := &decoder{src: src, active: map[*yaml.Node]bool{}, budget: 100000 + 10*len(data)}
-	d.decode("", root, reflect.ValueOf(c).Elem())
-	errs := d.errs
-	if d.budget < 0 {
-		return nil, joinErrors(errs[len(errs)-1:])
-	}
-	if root.Kind == yaml.MappingNode {
-		setDefaults(c, src)
-		resolvePaths(c, filepath.Dir(name))
-		for _, e := range validate(c, src) {
-			if !src.covered(e.Path) {
-				errs = append(errs, e)
-			}
-		}
-		errs = append(errs, resolveSecrets(c, src)...)
-	}
-	if len(errs) > 0 {
-		return nil, joinErrors(errs)
-	}
-	return c, nil
+	return root, nil
 }
 
-func joinErrors(errs []*Error) error {
-	sortErrors(errs)
+func joinErrors(errs []*Error, files []string) error {
+	errs = sortErrors(errs, files)
 	all := make([]error, len(errs))
 	for i, e := range errs {
 		all[i] = e
@@ -130,15 +143,40 @@ func setDefaults(c *Config, src *source) {
 	def("mqtt.prefix", func() { m.Prefix = DefaultPrefix })
 	def("mqtt.status_topic", func() { m.StatusTopic = DefaultStatusTopic })
 
+	def("profiles_dir", func() { c.ProfilesDir = DefaultProfilesDir })
+
 	for i := range c.Devices {
 		dev := &c.Devices[i]
 		p := fmt.Sprintf("devices[%d]", i)
-		def(p+".poll", func() { dev.Poll = DefaultPoll })
+		// A profile's poll and modbus settings come between the device's
+		// own keys and the built-in defaults.
+		var prof profile
+		var pm profileModbus
+		if x := src.devices[p]; x != nil && x.profile != nil {
+			prof = *x.profile
+			if prof.Modbus != nil {
+				pm = *prof.Modbus
+			}
+			// What the device takes from its profile was checked in the
+			// profile file; don't report it again at the device.
+			for _, key := range []string{"poll", "modbus.timeout", "modbus.max_registers", "modbus.max_bits", "modbus.pause"} {
+				if !src.has(p+"."+key) && prof.src.has(key) {
+					src.bad[p+"."+key] = true
+				}
+			}
+		}
+		def(p+".poll", func() { dev.Poll = cmp.Or(prof.Poll, DefaultPoll) })
 		if mb := dev.Modbus; mb != nil {
 			def(p+".modbus.unit", func() { mb.Unit = 1 })
-			def(p+".modbus.timeout", func() { mb.Timeout = modbus.DefaultTimeout })
+			def(p+".modbus.timeout", func() { mb.Timeout = cmp.Or(pm.Timeout, modbus.DefaultTimeout) })
+			def(p+".modbus.max_registers", func() { mb.MaxRegisters = pm.MaxRegisters })
+			def(p+".modbus.max_bits", func() { mb.MaxBits = pm.MaxBits })
+			def(p+".modbus.pause", func() { mb.Pause = pm.Pause })
 			if mb.MaxGap == nil {
 				g := uint16(modbus.DefaultMaxGap)
+				if pm.MaxGap != nil {
+					g = *pm.MaxGap
+				}
 				mb.MaxGap = &g
 			}
 			mb.Poll = dev.Poll
@@ -156,6 +194,10 @@ func resolvePaths(c *Config, dir string) {
 		}
 	}
 	abs(&c.Buffer.Path)
+	abs(&c.ProfilesDir)
+	for i := range c.Devices {
+		abs(&c.Devices[i].TagsCSV)
+	}
 	abs(&c.API.TokenFile)
 	abs(&c.MQTT.PasswordFile)
 	if t := c.MQTT.TLS; t != nil {

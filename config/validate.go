@@ -2,12 +2,14 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fieldgate/fieldgate/collector/modbus"
 )
@@ -17,7 +19,7 @@ import (
 // *Error without a file position), or nil. It does no I/O.
 func (c *Config) Validate() error {
 	if errs := validate(c, nil); len(errs) > 0 {
-		return joinErrors(errs)
+		return joinErrors(errs, nil)
 	}
 	return nil
 }
@@ -29,12 +31,18 @@ type validator struct {
 	errs []*Error
 }
 
+// errorf reports a problem at path, unless decoding already reported one
+// there or above.
 func (v *validator) errorf(path, format string, args ...any) {
-	v.errs = append(v.errs, v.src.errorAt(nil, path, nil, format, args...))
+	if !v.src.covered(path) {
+		v.errs = append(v.errs, v.src.errorAt(nil, path, nil, format, args...))
+	}
 }
 
 func (v *validator) unsupported(path, what string) {
-	v.errs = append(v.errs, v.src.errorAt(nil, path, ErrNotSupported, "%s %v", what, ErrNotSupported))
+	if !v.src.covered(path) {
+		v.errs = append(v.errs, v.src.errorAt(nil, path, ErrNotSupported, "%s %v", what, ErrNotSupported))
+	}
 }
 
 func validate(c *Config, src *source) []*Error {
@@ -50,6 +58,7 @@ func validate(c *Config, src *source) []*Error {
 	for i := range c.Devices {
 		v.device(fmt.Sprintf("devices[%d]", i), &c.Devices[i], names)
 	}
+	v.buses(c)
 	return v.errs
 }
 
@@ -181,7 +190,7 @@ func (v *validator) mqtt(m *MQTT) {
 	}
 }
 
-// url parses a device or broker URL that needs a host and, if given, a
+// url parses a broker URL that needs a host and, if given, a
 // numeric port.
 func (v *validator) url(path, s, form string) (*url.URL, bool) {
 	u, err := url.Parse(s)
@@ -191,9 +200,6 @@ func (v *validator) url(path, s, form string) (*url.URL, bool) {
 	}
 	if u.User != nil {
 		v.errorf(path, "must not hold credentials; use username and password")
-	}
-	if u.Scheme == "rtu" {
-		return u, true // a device path, not a host
 	}
 	if u.Hostname() == "" {
 		v.errorf(path, "%q has no host; use %s", s, form)
@@ -269,54 +275,91 @@ func (v *validator) device(p string, d *Device, names map[string]string) {
 		return
 	}
 	maxRegs := v.modbus(p+".modbus", d.Modbus)
-	if len(d.Tags) == 0 {
-		v.errorf(p+".tags", "at least one tag is required")
+	var ex *expansion
+	if v.src != nil {
+		ex = v.src.devices[p]
 	}
-	tagNames := map[string]string{}
+	if len(d.Tags) == 0 && (ex == nil || !ex.failed) && !v.src.covered(p+".profile") && !v.src.covered(p+".tags_csv") {
+		v.errorf(p+".tags", "at least one tag is required: under tags, from a profile, or in a tags_csv file")
+	}
+	seen := map[string]origin{} // tag name → where it was first written
 	for j := range d.Tags {
-		v.tag(fmt.Sprintf("%s.tags[%d]", p, j), &d.Tags[j], tagNames, maxRegs)
+		o := origin{src: v.src, path: fmt.Sprintf("%s.tags[%d]", p, j)}
+		if ex != nil && j < len(ex.origins) {
+			o = ex.origins[j]
+		}
+		tv, note := v, ""
+		if o.src != v.src {
+			// A profile or CSV file, which may serve several devices:
+			// its problems name that file, and the device where the
+			// device's settings matter.
+			tv, note = &validator{src: o.src}, " (device "+d.Name+")"
+		}
+		t := &d.Tags[j]
+		if tv.tag(o.path, t, maxRegs, d.Poll, note) {
+			if first, ok := seen[t.Name]; ok {
+				tv.errorf(o.path+".name", "duplicate tag name %q; first used at %s", t.Name, first.where(o.src))
+			} else {
+				seen[t.Name] = o
+			}
+		}
+		if tv != v {
+			v.errs = append(v.errs, tv.errs...)
+		}
 	}
 }
 
 // modbus checks a device's connection and returns its register limit per
 // request.
 func (v *validator) modbus(p string, m *modbus.Config) uint16 {
-	const form = "tcp://host:port, e.g. tcp://10.0.0.21:502"
+	ep, ok := modbus.Endpoint{}, false
 	if m.URL == "" {
-		v.errorf(p+".url", "required: %s", form)
-	} else if u, ok := v.url(p+".url", m.URL, form); ok {
-		switch u.Scheme {
-		case "tcp":
-		case "rtu":
-			v.unsupported(p+".url", "Modbus RTU (rtu://) is")
-		case "rtuovertcp":
-			v.unsupported(p+".url", "Modbus RTU over TCP (rtuovertcp://) is")
-		default:
-			v.errorf(p+".url", "scheme %s:// is not supported; use %s", u.Scheme, form)
-		}
+		v.errorf(p+".url", "required: where the device is, e.g. tcp://10.0.0.21:502, rtuovertcp://10.0.0.50:4001 or rtu:///dev/ttyUSB0?baud=9600&parity=E&stop=1")
+	} else if e, err := modbus.ParseURL(m.URL); err != nil {
+		v.errorf(p+".url", "%v", err)
+	} else if u, err := url.Parse(m.URL); err == nil && u.User != nil {
+		v.errorf(p+".url", "must not hold a user name or password")
+	} else {
+		ep, ok = e, true
 	}
-	if m.Unit > 247 {
-		v.errorf(p+".unit", "must be 0..247, got %d", m.Unit)
+	switch {
+	case ok && ep.Transport != modbus.TCP && m.Unit == 0:
+		v.errorf(p+".unit", "must be 1..247 on a serial bus (%s), got 0: the broadcast address, which no device answers", ep.Transport)
+	case ok && ep.Transport != modbus.TCP && m.Unit > 247:
+		v.errorf(p+".unit", "must be 1..247 on a serial bus (%s), got %d", ep.Transport, m.Unit)
+	case m.Unit > 247 && m.Unit != 255:
+		v.errorf(p+".unit", "must be 0..247, or 255 (Modbus TCP devices that ignore the unit id), got %d", m.Unit)
 	}
 	v.positive(p+".timeout", m.Timeout)
-	maxRegs := uint16(modbus.MaxRegistersPerRequest)
-	if m.MaxRegisters > modbus.MaxRegistersPerRequest {
-		v.errorf(p+".max_registers", "must be at most %d (the protocol limit), got %d", modbus.MaxRegistersPerRequest, m.MaxRegisters)
-	} else if m.MaxRegisters > 0 {
-		maxRegs = m.MaxRegisters
+	v.limits(p, m.MaxRegisters, m.MaxBits, m.Pause)
+	if m.MaxRegisters > 0 && m.MaxRegisters <= modbus.MaxRegistersPerRequest {
+		return m.MaxRegisters
 	}
-	if m.MaxBits > modbus.MaxBitsPerRequest {
-		v.errorf(p+".max_bits", "must be at most %d (the protocol limit), got %d", modbus.MaxBitsPerRequest, m.MaxBits)
+	return modbus.MaxRegistersPerRequest
+}
+
+// limits checks the per-request limits of a device or profile modbus
+// section at p.
+func (v *validator) limits(p string, maxRegs, maxBits uint16, pause time.Duration) {
+	if maxRegs > modbus.MaxRegistersPerRequest {
+		v.errorf(p+".max_registers", "must be at most %d (the protocol limit), got %d", modbus.MaxRegistersPerRequest, maxRegs)
 	}
-	return maxRegs
+	if maxBits > modbus.MaxBitsPerRequest {
+		v.errorf(p+".max_bits", "must be at most %d (the protocol limit), got %d", modbus.MaxBitsPerRequest, maxBits)
+	}
+	if pause < 0 || pause > MaxPause {
+		v.errorf(p+".pause", "must be 0s..%v, got %v", MaxPause, pause)
+	}
 }
 
 const addressForms = "either address, a Modicon number such as 40001, or table (coil, discrete, input or holding) and offset, the zero-based number within the table"
 
-func (v *validator) tag(p string, t *modbus.Tag, names map[string]string, maxRegs uint16) {
-	if v.name(p+".name", t.Name, "the tag's name, e.g. oil_temp") {
-		v.unique(p+".name", t.Name, "tag", names)
-	}
+// tag checks the tag at path p on a device whose requests carry at most
+// maxRegs registers and whose poll interval is devPoll; note ends the
+// messages that depend on the device. It reports whether the name is
+// valid (its uniqueness is the caller's to check).
+func (v *validator) tag(p string, t *modbus.Tag, maxRegs uint16, devPoll time.Duration, note string) bool {
+	nameOK := v.name(p+".name", t.Name, "the tag's name, e.g. oil_temp")
 
 	// Where: address, or table and offset.
 	hasAddr := t.Address != 0 || v.src.has(p+".address")
@@ -363,7 +406,9 @@ func (v *validator) tag(p string, t *modbus.Tag, names map[string]string, maxReg
 	if t.Scale != nil && *t.Scale == 0 {
 		v.errorf(p+".scale", "must not be 0")
 	}
+	poll := devPoll
 	if t.Poll != 0 || v.src.has(p+".poll") {
+		poll = t.Poll
 		if t.Poll < MinPoll {
 			v.errorf(p+".poll", "must be at least %v, got %v", MinPoll, t.Poll)
 		}
@@ -409,8 +454,61 @@ func (v *validator) tag(p string, t *modbus.Tag, names map[string]string, maxReg
 			v.errorf(at, "%s needs %d registers from offset %d, past the last offset 65535", typ, regs, offset)
 		}
 		if regs > maxRegs {
-			v.errorf(p+".type", "%s needs %d registers, more than max_registers %d", typ, regs, maxRegs)
+			v.errorf(p+".type", "%s needs %d registers, more than max_registers %d%s", typ, regs, maxRegs, note)
 		}
+	}
+
+	// For people, and what is done with the value.
+	if n := utf8.RuneCountInString(t.Description); n > MaxDescription {
+		v.errorf(p+".description", "must be at most %d characters, got %d", MaxDescription, n)
+	}
+	typed := typ != modbus.TypeNone
+	if c := t.Clamp; c != nil {
+		switch {
+		case !numeric && typed:
+			v.errorf(p+".clamp", "only for numeric types, not %s", typ)
+		case c.Min == nil && c.Max == nil:
+			v.errorf(p+".clamp", "set min, max or both")
+		case c.Min != nil && c.Max != nil && *c.Min > *c.Max:
+			v.errorf(p+".clamp", "min %g is greater than max %g", *c.Min, *c.Max)
+		}
+	}
+	v.report(p, t, numeric || !typed, poll, note)
+	return nameOK
+}
+
+// report checks deadband, report and max_silence; numeric says whether the
+// tag's type takes a deadband, poll is the tag's poll interval.
+func (v *validator) report(p string, t *modbus.Tag, numeric bool, poll time.Duration, note string) {
+	db := t.Deadband
+	if v.src.has(p+".deadband") || db != (modbus.Deadband{}) {
+		switch {
+		case !numeric:
+			v.errorf(p+".deadband", "only for numeric types, not %s; report: change sends a %s when it changes", t.Type, t.Type)
+		case db.Value < 0 || math.IsNaN(db.Value) || math.IsInf(db.Value, 0):
+			v.errorf(p+".deadband", "must be a non-negative number, got %v", db.Value)
+		}
+	}
+	deadband := db.Value > 0
+	switch t.Report {
+	case modbus.ReportDefault, modbus.ReportChange:
+	case modbus.ReportAlways:
+		if deadband {
+			v.errorf(p+".report", "always sends every reading, so the deadband would do nothing; a deadband only applies with report: change, or just omit report")
+		}
+	default:
+		v.errorf(p+".report", "%v is not a report mode; use always or change", t.Report)
+	}
+	if t.MaxSilence == 0 && !v.src.has(p+".max_silence") {
+		return
+	}
+	switch onChange := t.Report == modbus.ReportChange || t.Report == modbus.ReportDefault && deadband; {
+	case t.Report == modbus.ReportAlways:
+		v.errorf(p+".max_silence", "only with report: change; report: always sends every reading anyway")
+	case !onChange:
+		v.errorf(p+".max_silence", "only with report: change or a deadband; without them every reading is sent anyway")
+	case t.MaxSilence < poll:
+		v.errorf(p+".max_silence", "must be at least the tag's poll interval %v, got %v%s", poll, t.MaxSilence, note)
 	}
 }
 
