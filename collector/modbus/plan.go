@@ -138,6 +138,16 @@ type limits struct {
 // each group's tags, per table and by offset, into the fewest requests that
 // stay within the limits and skip at most maxGap unused registers or bits
 // between tags. Tags may overlap. Tags must already fit the limits.
+//
+// The greedy merge is optimal: a request starts at the first tag (by
+// offset, then end) that no earlier request holds and takes each following
+// tag that fits. A tag refused for the gap shares no request with any tag
+// before it, since none of those reaches across the gap; a tag refused for
+// the length cannot share one with the request's first tag, so some request
+// must start at or before its offset, and starting exactly there leaves the
+// most room for the tags after it (any tag before it that ends inside it is
+// covered either way). TestPlannerIsOptimalOnRandomLayouts checks this
+// against an exhaustive search that also lets requests overlap.
 func plan(tags []tag, polls []time.Duration, lim limits) []group {
 	var groups []group
 	for i := range tags {
