@@ -3,9 +3,21 @@
 // what it peeks, and a batch is forgotten only after the broker acknowledged
 // it (at-least-once delivery).
 //
-// The queue is one bbolt file with one bucket, "records". Each value is one
-// telemetry.Batch in the telemetry codec; its key is the record's sequence
-// number.
+// The queue is one bbolt file with two buckets. In "records" each value is
+// one telemetry.Batch in the telemetry codec; its key is the record's
+// sequence number. "times" is the age index: for a sample of commits (one
+// per granularity, see Options.MaxAge) the first sequence number the commit
+// stored maps to the commit's wall-clock time and the granularity then in
+// force.
+//
+// # Acknowledgement
+//
+// Ack(upTo) deletes a prefix; AckSeqs(seqs) deletes exactly the named
+// records. The uplink uses AckSeqs, because it publishes live records ahead
+// of an older backlog and so receives PUBACKs out of sequence order: a
+// record is deleted only when its own PUBACK arrived, never because a later
+// one's did. Gaps this leaves are harmless: Peek skips missing keys, and
+// FirstSeq is the oldest record actually stored.
 //
 // # Invariants
 //
@@ -37,6 +49,20 @@
 //     replaced by a new empty file.
 //   - A record whose value does not decode is logged, counted as dropped,
 //     skipped by Peek and deleted, so it can never wedge the queue.
+//   - With Options.MaxAge, a commit (and the writer, once per granularity
+//     when idle) first deletes the records the age index proves older than
+//     MaxAge, in the same transaction. Every drop, by bytes, by age or as
+//     undecodable, is counted in Stats and per device (DroppedByDevice).
+//   - A write transaction that fails (disk full, I/O error) changes nothing:
+//     bbolt rolls it back. The failure is counted (Stats.WriteErrors), shown
+//     (Stats.Failing, LastError) and logged at most every 10 s; the batches
+//     of a failed commit are returned to Append's caller as the error and
+//     counted in LostRecords/LostPoints, never reported as stored. The next
+//     commit simply tries again, so the queue recovers by itself when space
+//     returns.
+//   - The file never shrinks: pages freed by acks and drops are reused, so
+//     its size settles at what MaxBytes of records plus bbolt's page and
+//     tree overhead need (see docs/durability.md for measured numbers).
 //
 // # Sync modes
 //

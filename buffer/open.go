@@ -28,9 +28,9 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if opts.MaxBytes < 0 || opts.SyncInterval < 0 {
-		return nil, fmt.Errorf("buffer %s: negative max bytes %d or sync interval %s",
-			path, opts.MaxBytes, opts.SyncInterval)
+	if opts.MaxBytes < 0 || opts.SyncInterval < 0 || opts.MaxAge < 0 {
+		return nil, fmt.Errorf("buffer %s: negative max bytes %d, sync interval %s or max age %s",
+			path, opts.MaxBytes, opts.SyncInterval, opts.MaxAge)
 	}
 	if opts.MaxBytes == 0 {
 		opts.MaxBytes = DefaultMaxBytes
@@ -62,18 +62,23 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 		path:     path,
 		maxBytes: opts.MaxBytes,
 		interval: opts.SyncInterval,
+		maxAge:   opts.MaxAge,
+		drops:    make(map[string]*Drops),
 		flush:    newFlush(),
 		notify:   make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	q.indexEvery = indexEvery(opts.MaxAge)
+	q.idx = sc.idx
 	q.st = Stats{Records: sc.records, Bytes: sc.bytes, Points: sc.points, LastSeq: sc.seq}
 	if sc.records > 0 {
 		q.st.FirstSeq, q.lastKey = sc.first, sc.last
 	}
-	if sc.bytes > q.maxBytes {
-		// The bound shrank since the file was written: trim it now.
+	if sc.bytes > q.maxBytes || q.maxAge > 0 && q.hasBelow(q.ageBound(time.Now(), sc.seq)) {
+		// A bound shrank, or records aged, since the file was written:
+		// trim it now.
 		if err := q.commit(&pending{}); err != nil {
 			_ = db.Close()
 			return nil, err
@@ -81,7 +86,7 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 	}
 	log.Info("buffer opened", "path", path, "records", q.st.Records, "bytes", q.st.Bytes,
 		"points", q.st.Points, "last_seq", q.st.LastSeq, "max_bytes", q.maxBytes,
-		"sync_interval", q.interval)
+		"sync_interval", q.interval, "max_age", q.maxAge)
 	go q.run()
 	return q, nil
 }
@@ -90,6 +95,7 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 type scan struct {
 	records, bytes, points int64
 	first, last, seq       uint64
+	idx                    []ageMark
 }
 
 // openChecked checks the file's structure, opens it with bbolt, makes sure
@@ -176,6 +182,9 @@ func initAndScan(db *bolt.DB) (sc scan, err error) {
 			sc.records++
 			sc.bytes += int64(len(v))
 			sc.points += int64(pointsOf(v))
+		}
+		if sc.idx, err = loadIndex(tx); err != nil {
+			return err
 		}
 		sc.seq = b.Sequence()
 		if sc.last > sc.seq {

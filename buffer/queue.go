@@ -22,7 +22,12 @@ const dropLogEvery = 10 * time.Second
 // maxPooledBuf is the largest encode buffer returned to the pool.
 const maxPooledBuf = 1 << 20
 
-var recordsBucket = []byte("records")
+var (
+	recordsBucket = []byte("records")
+	// timesBucket maps a sequence number to the time (Unix ns, big-endian)
+	// of the commit that stored it, for a sample of commits: the age index.
+	timesBucket = []byte("times")
+)
 
 // Options configures a Queue. The zero value is valid.
 type Options struct {
@@ -36,6 +41,14 @@ type Options struct {
 	// its batches are queued and commits at most once per interval; see the
 	// package documentation.
 	SyncInterval time.Duration
+	// MaxAge bounds how long a record is kept: records committed more than
+	// MaxAge ago are dropped and counted like byte-bound drops (and in
+	// AgedRecords). 0 means no age bound. Ages come from an index of commit
+	// times sampled every g = MaxAge/100 (at least 10 ms, at most 1 h), and
+	// the check runs at every commit and every g, so a record is dropped
+	// between MaxAge and MaxAge + 2g after its commit, never earlier. The
+	// clock is the wall clock: a clock step shifts ages by the step.
+	MaxAge time.Duration
 }
 
 // Stats is a snapshot of a Queue's counters. Counters (Appended, Acked,
@@ -47,10 +60,21 @@ type Stats struct {
 	Points  int64 // readings in the stored records
 
 	Appended       uint64 // records committed by Append
-	Acked          uint64 // records deleted by Ack
-	DroppedRecords uint64 // records lost to the byte bound or to corruption
+	Acked          uint64 // records deleted by Ack or AckSeqs
+	DroppedRecords uint64 // records lost to the byte or age bound or to corruption
 	DroppedPoints  uint64 // readings in the dropped records
+	AgedRecords    uint64 // the part of DroppedRecords dropped by Options.MaxAge
 	Commits        uint64 // transactions that stored appended batches
+
+	// Write failures (disk full, I/O error). A batch whose commit failed
+	// was never stored: Append returned the error (with SyncInterval 0),
+	// and it is counted in LostRecords and LostPoints. Nothing stored is
+	// affected; the next commit tries again.
+	WriteErrors uint64 // write transactions (commits, acks, drops) that failed
+	LostRecords uint64 // appended batches lost because their commit failed
+	LostPoints  uint64 // readings in those batches
+	Failing     bool   // the last write transaction failed; cleared by the next that succeeds
+	LastError   string // the last write error, kept after recovery; "" if none
 
 	FirstSeq uint64 // sequence number of the oldest stored record; 0 when empty
 	LastSeq  uint64 // last sequence number ever issued
@@ -83,6 +107,16 @@ type Queue struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	drops map[string]*Drops // per device, guarded by mu
+
+	maxAge     time.Duration
+	indexEvery time.Duration
+	// commitHook, when set (by tests), runs inside every commit transaction
+	// before anything is written; an error aborts the transaction as a
+	// failed write would. It is the seam for injecting disk-full errors.
+	commitHook func() error
+	lastErrLog time.Time // guarded by mu
+
 	// wmu serialises write transactions and the counter updates they imply,
 	// so the byte bound is computed against exact totals. Fields below are
 	// scratch space owned by the holder of wmu.
@@ -91,6 +125,24 @@ type Queue struct {
 	seqScratch  []uint64
 	dropPending struct{ records, points uint64 }
 	lastDropLog time.Time
+	idx         []ageMark // the age index, in seq order; mirrors timesBucket
+}
+
+// ageMark says: records with Seq >= seq were committed at or after t, and
+// records with Seq < seq at or before t. Every commit at or after t+every
+// writes a new mark, so the records up to the next mark were committed
+// before t+every.
+type ageMark struct {
+	seq   uint64
+	t     time.Time
+	every time.Duration
+}
+
+// Drops counts one device's records dropped by the byte or age bound or as
+// undecodable.
+type Drops struct {
+	Records uint64
+	Points  uint64
 }
 
 type pending struct {
@@ -122,7 +174,11 @@ type delta struct {
 	addBytes, removedBytes   int64
 	addPoints, removedPoints int64
 	dropRecords, dropPoints  uint64
+	aged                     uint64
+	byDevice                 map[string]Drops
 	acked                    uint64
+	idxPrune                 int      // leading age marks deleted
+	idxAdd                   *ageMark // age mark added
 	first, last, seq         uint64
 	empty                    bool
 	commit                   bool
@@ -210,12 +266,23 @@ func (q *Queue) run() {
 	defer close(q.done)
 	var spare pending
 	var timer *time.Timer
+	var ageTick <-chan time.Time
+	if q.maxAge > 0 {
+		t := time.NewTicker(q.indexEvery)
+		defer t.Stop()
+		ageTick = t.C
+	}
 	for {
 		closing := false
 		select {
 		case <-q.kick:
 		case <-q.closing:
 			closing = true
+		case <-ageTick:
+			if q.ageDue() {
+				_ = q.commit(&pending{}) // drops aged records; errors are counted
+			}
+			continue
 		}
 		q.mu.Lock()
 		p, f := q.pend, q.flush
@@ -225,9 +292,8 @@ func (q *Queue) run() {
 		q.mu.Unlock()
 		if len(p.vals) > 0 {
 			f.err = q.commit(&p)
-			if f.err != nil && q.interval > 0 {
-				// Nobody waits for the result in interval mode.
-				q.log.Error("buffer commit failed", "err", f.err, "batches", len(p.vals))
+			if f.err != nil {
+				q.lost(&p, f.err)
 			}
 			close(f.done)
 			for _, bp := range p.bufs {
@@ -274,8 +340,18 @@ func (q *Queue) commit(p *pending) error {
 	keys := q.keyArena[:8*len(p.vals)]
 	var d delta
 	d.commit = len(p.vals) > 0
+	now := time.Now().Round(0)
 	err := q.db.Update(func(tx *bolt.Tx) error {
+		if q.commitHook != nil {
+			if err := q.commitHook(); err != nil {
+				return err
+			}
+		}
 		b := tx.Bucket(recordsBucket)
+		if q.maxAge > 0 {
+			q.dropAged(b, now, &d)
+		}
+		stored -= d.removedBytes
 		skip := 0
 		if over := stored + p.bytes - q.maxBytes; over > 0 {
 			over = q.dropOldest(b, over, &d)
@@ -283,10 +359,10 @@ func (q *Queue) commit(p *pending) error {
 			// the oldest new ones go too.
 			for ; over > 0 && skip < len(p.vals); skip++ {
 				over -= int64(len(p.vals[skip]))
-				d.dropRecords++
-				d.dropPoints += uint64(p.points[skip])
+				d.drop(p.vals[skip], p.points[skip])
 			}
 		}
+		firstNew := b.Sequence() + 1
 		for i := skip; i < len(p.vals); i++ {
 			seq, err := b.NextSequence()
 			if err != nil {
@@ -301,10 +377,18 @@ func (q *Queue) commit(p *pending) error {
 			d.addBytes += int64(len(p.vals[i]))
 			d.addPoints += int64(p.points[i])
 		}
+		if d.added > 0 && q.markDue(now) {
+			m := ageMark{firstNew, now, q.indexEvery}
+			if err := putMark(tx, m); err != nil {
+				return err
+			}
+			d.idxAdd = &m
+		}
 		bounds(b, &d)
-		return nil
+		return q.pruneIndex(tx, &d)
 	})
 	if err != nil {
+		q.writeFailed(err)
 		return fmt.Errorf("buffer %s: commit %d batches: %w", q.path, len(p.vals), err)
 	}
 	q.apply(&d)
@@ -324,8 +408,7 @@ func (q *Queue) dropOldest(b *bolt.Bucket, over int64, d *delta) int64 {
 		d.removed++
 		d.removedBytes += int64(len(v))
 		d.removedPoints += int64(n)
-		d.dropRecords++
-		d.dropPoints += uint64(n)
+		d.drop(v, n)
 	}
 	q.seqScratch = seqs
 	deleteSeqs(b, seqs)
@@ -365,9 +448,15 @@ func pointsOf(v []byte) int {
 	return n
 }
 
-// apply adds a committed transaction's changes to the counters and wakes
-// waiters. The caller holds wmu.
+// apply adds a committed transaction's changes to the counters and the age
+// index, and wakes waiters. The caller holds wmu.
 func (q *Queue) apply(d *delta) {
+	if d.idxPrune > 0 {
+		q.idx = append(q.idx[:0], q.idx[d.idxPrune:]...)
+	}
+	if d.idxAdd != nil {
+		q.idx = append(q.idx, *d.idxAdd)
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := &q.st
@@ -378,6 +467,17 @@ func (q *Queue) apply(d *delta) {
 	s.Acked += d.acked
 	s.DroppedRecords += d.dropRecords
 	s.DroppedPoints += d.dropPoints
+	s.AgedRecords += d.aged
+	s.Failing = false
+	for dev, n := range d.byDevice {
+		c := q.drops[dev]
+		if c == nil {
+			c = new(Drops)
+			q.drops[dev] = c
+		}
+		c.Records += n.Records
+		c.Points += n.Points
+	}
 	if d.commit {
 		s.Commits++
 	}
@@ -477,8 +577,7 @@ func (q *Queue) deleteCorrupt(seqs []uint64) error {
 			d.removed++
 			d.removedBytes += int64(len(v))
 			d.removedPoints += int64(n)
-			d.dropRecords++
-			d.dropPoints += uint64(n)
+			d.drop(v, n)
 			present = append(present, s)
 		}
 		deleteSeqs(b, present)
@@ -486,6 +585,7 @@ func (q *Queue) deleteCorrupt(seqs []uint64) error {
 		return nil
 	})
 	if err != nil {
+		q.writeFailed(err)
 		return fmt.Errorf("buffer %s: delete %d undecodable records: %w", q.path, len(seqs), err)
 	}
 	q.apply(&d)
@@ -554,6 +654,7 @@ func (q *Queue) Ack(upTo uint64) error {
 		return nil
 	})
 	if err != nil {
+		q.writeFailed(err)
 		return fmt.Errorf("buffer %s: ack up to %d: %w", q.path, upTo, err)
 	}
 	q.apply(&d)
@@ -605,6 +706,7 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 		return nil
 	})
 	if err != nil {
+		q.writeFailed(err)
 		return fmt.Errorf("buffer %s: ack %d records: %w", q.path, len(seqs), err)
 	}
 	q.apply(&d)

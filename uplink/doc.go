@@ -3,22 +3,48 @@
 //
 // # Delivery
 //
-// The uplink drains a Source (the durable buffer) in sequence order. It keeps
-// a cursor, the highest sequence number sent on the current connection, and
-// asks the Source for records after it, as many as the in-flight window has
-// room for. Each record is encoded by an Encoder (uplink/jsonenc for the JSON
-// format) and published with QoS 1 to the topic template with {device} set
-// to the record's device. When PUBACKs arrive, the uplink acknowledges to the
-// Source the longest prefix of sent records that are all acknowledged, one
-// Source.Ack call per run of completions. A record is acknowledged to the
-// Source only after its PUBACK arrived.
+// When a connection is established the uplink reads the Source's last
+// sequence number, the mark. Records at or below it are the backlog: they
+// were committed before this connection existed (during an outage, before a
+// restart, or in flight when the previous connection broke) and are
+// published with historical=true. Records above it are live.
+//
+// The sender keeps two cursors. Whenever the in-flight window has room it
+// first publishes every live record there is (in sequence order), then fills
+// what is left of the window from the backlog (oldest first), at most
+// Config.ReplayRate backlog records per second if that is set (a token
+// bucket holding 100 ms worth). So live data keeps its latency while a
+// backlog drains, and the backlog uses the rest of the link. Each stream is
+// in sequence order, so per device each stream is in read order; a
+// historical record can arrive after newer live ones.
+//
+// Each record is encoded by an Encoder (uplink/jsonenc for the JSON format)
+// and published with QoS 1 to the topic template with {device} set to the
+// record's device. An acker goroutine waits for PUBACKs in send order and
+// acknowledges each run of completed records with one Source.AckSeqs call
+// naming exactly those records. Because live and backlog interleave, the
+// acknowledged records are not a prefix; AckSeqs deletes only what it names.
+// A record is acknowledged to the Source only after its own PUBACK arrived
+// (or, if the encoder refused it, at once, counted in EncodeErrors).
 //
 // If a PUBACK takes longer than Config.PublishTimeout, or paho reports the
-// connection lost, the connection is closed without DISCONNECT (so the broker
-// publishes the last will), the cursor goes back to the acknowledged prefix
-// and everything after it is sent again on the next connection. Delivery is
-// therefore at-least-once: a platform can see at most Window messages again
-// after each reconnect, identified by their seq.
+// connection lost (a write error, or no PINGRESP: see Dead links), the
+// connection is closed without DISCONNECT (so the broker publishes the last
+// will). The next connection starts again from what the Source holds: the
+// records not yet acknowledged, now all backlog. Delivery is therefore
+// at-least-once: a platform can see at most Window messages again after
+// each reconnect (those in flight at the break), identified by their seq.
+//
+// # Dead links
+//
+// A link that stops forwarding without closing (a NAT or firewall that
+// dropped the flow, a dead radio) is noticed by the MQTT keepalive: paho
+// sends PINGREQ once nothing was received for KeepAlive, and the ping
+// timeout is set so that the connection is declared lost at the next check
+// of paho's pinger: within 1.5 × KeepAlive for KeepAlive <= 10 s or >= 20 s
+// (KeepAlive + 10 s in between; paho checks every KeepAlive/4, at most every
+// 5 s). While records are in flight, PublishTimeout bounds the wait too.
+// Nothing sent into the dead link is acknowledged.
 //
 // # Connection state machine
 //
