@@ -75,7 +75,13 @@ type link struct {
 	budget atomic.Int64 // sum of the registered devices' turn lengths (timeout+pause), ns
 }
 
+// discardLog is the logger of links made without one.
+var discardLog = slog.New(slog.DiscardHandler)
+
 func newLink(ep Endpoint, log *slog.Logger) *link {
+	if log == nil {
+		log = discardLog
+	}
 	return &link{ep: ep, log: log, gap: frameGap(ep), sem: make(chan struct{}, 1)}
 }
 
