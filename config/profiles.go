@@ -143,7 +143,16 @@ func (x *extras) expand(c *Config, src *source) {
 	for i := range c.Devices {
 		d := &c.Devices[i]
 		p := fmt.Sprintf("devices[%d]", i)
-		if src.skip[p] || (d.Profile == "" && d.TagsCSV == "") {
+		if src.skip[p] {
+			continue
+		}
+		if d.Profile == "" && src.has(p+".profile") && !src.covered(p+".profile") {
+			x.errorf(src, p+".profile", "must not be empty; leave the key out")
+		}
+		if d.TagsCSV == "" && src.has(p+".tags_csv") && !src.covered(p+".tags_csv") {
+			x.errorf(src, p+".tags_csv", "must not be empty; leave the key out")
+		}
+		if d.Profile == "" && d.TagsCSV == "" {
 			continue
 		}
 		ex := &expansion{}
