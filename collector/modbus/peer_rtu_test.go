@@ -22,6 +22,15 @@ import (
 // slave on the same line and a third unit id that nobody answers, and
 // writes to it.
 func TestRTUAgainstPymodbus(t *testing.T) {
+	testSerialAgainstPymodbus(t, "rtu", "19200")
+}
+
+// TestASCIIAgainstPymodbus is TestRTUAgainstPymodbus in Modbus ASCII.
+func TestASCIIAgainstPymodbus(t *testing.T) {
+	testSerialAgainstPymodbus(t, "ascii", "19200", "ascii")
+}
+
+func testSerialAgainstPymodbus(t *testing.T, scheme string, baud string, args ...string) {
 	if err := exec.Command(peerPython, "-c", "import pymodbus, serial").Run(); err != nil {
 		msg := fmt.Sprintf("independent Modbus peer missing: %s cannot import pymodbus and serial (%v); install Debian's python3-pymodbus: apt-get install -y python3-pymodbus", peerPython, err)
 		if os.Getenv("CI") != "" {
@@ -31,7 +40,7 @@ func TestRTUAgainstPymodbus(t *testing.T) {
 	}
 	a, b := socatPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, peerPython, "testdata/pymodbus_rtu_server.py", b, "19200")
+	cmd := exec.CommandContext(ctx, peerPython, append([]string{"testdata/pymodbus_rtu_server.py", b, baud}, args...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +90,7 @@ func TestRTUAgainstPymodbus(t *testing.T) {
 	for _, e := range entries {
 		tags = append(tags, e.Tag)
 	}
-	url := "rtu://" + a + "?baud=19200&parity=N"
+	url := scheme + "://" + a + "?baud=" + baud + "&parity=N&data=8"
 	links := modbus.NewLinks(discard())
 	newDev := func(unit uint8, tags []modbus.Tag) *modbus.Driver {
 		d, err := modbus.New("peer", modbus.Config{URL: url, Unit: unit, Timeout: 500 * time.Millisecond, Poll: time.Second, Tags: tags}, discard(), modbus.WithLinks(links))

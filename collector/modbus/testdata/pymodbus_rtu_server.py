@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """A Modbus RTU slave on a serial line for fieldgate's independent peer test.
 
-Usage: /usr/bin/python3 pymodbus_rtu_server.py TTY BAUD
+Usage: /usr/bin/python3 pymodbus_rtu_server.py TTY BAUD [ascii]
 
 Serves unit 1 with the values of pymodbus_server.py (every type in every
 byte order) and unit 2 with holding registers 0..9 set to 200..209, on the
 serial line TTY (one end of a socat pty pair) with ModbusRtuFramer, 8N1 (pyserial cannot set even parity on a pty here).
-Other unit ids get no answer. Prints "manifest <json>", then "ready TTY",
+Other unit ids get no answer. With "ascii" it speaks Modbus ASCII
+(ModbusAsciiFramer, 8N1) instead. Prints "manifest <json>", then "ready TTY",
 and serves until killed.
 """
 import asyncio
@@ -21,6 +22,7 @@ from pymodbus.datastore import (  # noqa: E402
     ModbusServerContext,
     ModbusSlaveContext,
 )
+from pymodbus.framer.ascii_framer import ModbusAsciiFramer  # noqa: E402
 from pymodbus.framer.rtu_framer import ModbusRtuFramer  # noqa: E402
 from pymodbus.server import StartAsyncSerialServer  # noqa: E402
 
@@ -37,13 +39,13 @@ def slave(tables):
     )
 
 
-async def main(tty, baud):
+async def main(tty, baud, framer):
     tables, manifest = build()
     second = {"holding": list(range(200, 210)) + [0] * 90, "input": [0] * 100,
               "coil": [False] * 100, "discrete": [False] * 100}
     context = ModbusServerContext(slaves={1: slave(tables), 2: slave(second)}, single=False)
     print("manifest " + json.dumps(manifest), flush=True)
-    server = StartAsyncSerialServer(context=context, framer=ModbusRtuFramer, port=tty,
+    server = StartAsyncSerialServer(context=context, framer=framer, port=tty,
                                     baudrate=baud, bytesize=8, parity="N", stopbits=1,
                                     ignore_missing_slaves=True, defer_start=True)
     server = await server
@@ -54,4 +56,5 @@ async def main(tty, baud):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    ascii_mode = len(sys.argv) > 3 and sys.argv[3] == "ascii"
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), ModbusAsciiFramer if ascii_mode else ModbusRtuFramer))
