@@ -57,8 +57,9 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: log, opts: opts}
 
 	devs := make([]collector.Device, 0, len(cfg.Devices))
+	links := modbus.NewLinks(log.With("component", "modbus"))
 	for _, d := range cfg.Devices {
-		drv, err := newDriver(d, log.With("device", d.Name))
+		drv, err := newDriver(d, links, log.With("device", d.Name))
 		if err != nil {
 			closeDrivers(devs)
 			return nil, err
@@ -90,11 +91,12 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 	return g, nil
 }
 
-// newDriver is the one place that knows every driver kind.
-func newDriver(d config.Device, log *slog.Logger) (collector.Driver, error) {
+// newDriver is the one place that knows every driver kind. Modbus devices
+// on one serial bus or behind one TCP address share a link from links.
+func newDriver(d config.Device, links *modbus.Links, log *slog.Logger) (collector.Driver, error) {
 	switch {
 	case d.Modbus != nil:
-		drv, err := modbus.New(d.Name, *d.Modbus, log)
+		drv, err := modbus.New(d.Name, *d.Modbus, log, modbus.WithLinks(links))
 		if err != nil {
 			return nil, fmt.Errorf("device %q: %w", d.Name, err)
 		}

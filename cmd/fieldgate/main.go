@@ -6,6 +6,8 @@
 //
 //	fieldgate run -c FILE          run the gateway
 //	fieldgate validate -c FILE     check a config file (--plan prints the read plan)
+//	fieldgate read -c FILE DEV     read a device once, raw registers beside values
+//	fieldgate scan --url URL       find the unit ids that answer on a link
 //	fieldgate demo                 simulated devices + embedded broker, live telemetry
 //	fieldgate version              print the version
 package main
@@ -47,6 +49,12 @@ Usage:
   fieldgate run -c FILE        run the gateway with the config FILE
   fieldgate validate -c FILE   check FILE and exit non-zero on any problem
                                (--plan also prints each device's read plan)
+  fieldgate read -c FILE DEVICE[/TAG]
+                               read a device (or one tag) once: raw registers
+                               beside decoded values, for commissioning
+  fieldgate read --url URL --address N [--type T --order O --count N]
+                               the same with no config file
+  fieldgate scan --url URL     find the unit ids that answer on a link
   fieldgate demo               simulated devices, an embedded broker and live
                                telemetry on the console, until Ctrl-C
   fieldgate version            print the version
@@ -75,6 +83,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(rest, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, rest, stdout, stderr)
+	case "read":
+		return cmdRead(ctx, rest, stdout, stderr)
+	case "scan":
+		return cmdScan(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "fieldgate", versionString())
 		return exitOK
