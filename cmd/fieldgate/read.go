@@ -299,4 +299,3 @@ func rawOf(in modbus.Inspection, tb modbus.Table, off uint16, t modbus.Tag) stri
 	}
 	return strings.Join(regs, " ")
 }
-
