@@ -243,6 +243,11 @@ func TestRTUSerialBusDeadSlaveDoesNotDelayOthers(t *testing.T) {
 		if min := int(run/poll) * 2 / 3; len(bs) < min {
 			t.Errorf("%s: %d batches in %v, want at least %d", name, len(bs), run, min)
 		}
+		var worst time.Duration
+		for j := 1; j < len(bs); j++ {
+			worst = max(worst, bs[j].at.Sub(bs[j-1].at))
+		}
+		t.Logf("%s: %d batches in %v, longest gap %v; dead slave: %d batches", name, len(bs), run, worst, len(seen["dead"]))
 		for j, x := range bs {
 			if x.q != telemetry.Good || !x.v.Equal(telemetry.Uint(uint64(11+10*i))) {
 				t.Errorf("%s batch %d: %v %v", name, j, x.v, x.q)
