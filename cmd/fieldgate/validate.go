@@ -33,11 +33,12 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	if *plan {
 		quiet := slog.New(slog.DiscardHandler)
+		links := modbus.NewLinks(quiet) // as the gateway builds them: shared buses are checked too
 		for _, d := range cfg.Devices {
 			if d.Modbus == nil {
 				continue
 			}
-			drv, err := modbus.New(d.Name, *d.Modbus, quiet)
+			drv, err := modbus.New(d.Name, *d.Modbus, quiet, modbus.WithLinks(links))
 			if err != nil {
 				fmt.Fprintf(stderr, "%s: device %q: %v\n", *path, d.Name, err)
 				return exitConfig
