@@ -31,24 +31,31 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	for _, d := range cfg.Devices {
 		tags += len(d.Tags)
 	}
-	if *plan {
-		quiet := slog.New(slog.DiscardHandler)
-		links := modbus.NewLinks(quiet) // as the gateway builds them: shared buses are checked too
-		for _, d := range cfg.Devices {
-			if d.Modbus == nil {
-				continue
-			}
-			drv, err := modbus.New(d.Name, *d.Modbus, quiet, modbus.WithLinks(links))
-			if err != nil {
-				fmt.Fprintf(stderr, "%s: device %q: %v\n", *path, d.Name, err)
-				return exitConfig
-			}
+	// Build every driver as the gateway would (no I/O): that checks what
+	// only a driver can, such as devices sharing a bus.
+	quiet := slog.New(slog.DiscardHandler)
+	links := modbus.NewLinks(quiet)
+	failed := false
+	for _, d := range cfg.Devices {
+		if d.Modbus == nil {
+			continue
+		}
+		drv, err := modbus.New(d.Name, *d.Modbus, quiet, modbus.WithLinks(links))
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: device %q: %v\n", *path, d.Name, err)
+			failed = true
+			continue
+		}
+		if *plan {
 			if err := drv.Plan().Format(stdout); err != nil {
 				fmt.Fprintln(stderr, "fieldgate validate:", err)
 				return exitFail
 			}
-			_ = drv.Close()
 		}
+		_ = drv.Close()
+	}
+	if failed {
+		return exitConfig
 	}
 	fmt.Fprintf(stdout, "config OK: %s: gateway %q, %d devices, %d tags\n", *path, cfg.Gateway.ID, len(cfg.Devices), tags)
 	return exitOK
