@@ -498,8 +498,12 @@ func TestSIGTERMDuringBacklogDrain(t *testing.T) {
 		}
 	}
 	tl := sub.tally(want)
-	note := fmt.Sprintf("exit %d after SIGTERM with %d records left; resumed at seq %v (oldest left %d)",
-		st.ExitCode(), len(seqs), firstHist, slices.Min(seqs))
+	resumed := "none"
+	if firstHist != nil {
+		resumed = fmt.Sprint(firstHist.seq)
+	}
+	note := fmt.Sprintf("exit %d after SIGTERM with %d records left; first historical after restart seq %s (oldest left %d)",
+		st.ExitCode(), len(seqs), resumed, slices.Min(seqs))
 	record(t, row{scenario: "8 SIGTERM during backlog drain", readings: tl.readings, lost: tl.lost, dup: tl.dupMsgs,
 		outOfOrder: tl.outOfOrder, note: note})
 	t.Log(note)
