@@ -23,7 +23,8 @@ import (
 )
 
 // demoConfig is the built-in config of `fieldgate demo`; %s are the buffer
-// path, the broker address and the two simulated devices' addresses.
+// path, the broker address, the press's address and the serial server's
+// address (two RTU slaves share it).
 const demoConfig = `gateway: { id: demo-gw }
 buffer: { path: %s, max_bytes: 64MiB }
 mqtt:
@@ -40,13 +41,20 @@ devices:
       - { name: speed,    table: holding, offset: 6, type: uint16, scale: 0.1, unit: rpm }
       - { name: running,  address: 1, type: bool }
       - { name: alarm,    address: 40008, type: bool, bit: 3 }
-  - name: boiler-2
-    modbus: { url: tcp://%s, unit: 1, timeout: 500ms }
+  - name: boiler-2            # an RTU slave behind a serial server ...
+    modbus: { url: rtuovertcp://%[4]s, unit: 1, timeout: 500ms }
     poll: 2s
     tags:
       - { name: water_temp, address: 30001, type: int16, scale: 0.1, unit: degC }
-      - { name: flow,       address: 30002, type: uint16, scale: 0.01, unit: m3/h }
+      - { name: flow,       address: 30002, type: uint16, scale: 0.01, unit: m3/h, deadband: 0.5 }
       - { name: burner_on,  address: 10001, type: bool }
+  - name: meter-3             # ... and a second one on the same RS-485 bus
+    modbus: { url: rtuovertcp://%[4]s, unit: 7, timeout: 500ms }
+    poll: 2s
+    tags:
+      - { name: voltage_l1, address: 30001, type: float32, unit: V }
+      - { name: power,      address: 30053, type: float32, unit: W }
+      - { name: energy,     address: 30073, type: float32, unit: kWh }
 `
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -70,14 +78,16 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	if err := runDemo(ctx, stdout, log); err != nil {
+	// The embedded broker is part of the show, not the product: only its errors.
+	brokerLog := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	if err := runDemo(ctx, stdout, log, brokerLog); err != nil {
 		fmt.Fprintln(stderr, "fieldgate demo:", err)
 		return exitFail
 	}
 	return exitOK
 }
 
-func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) error {
+func runDemo(ctx context.Context, out io.Writer, log, brokerLog *slog.Logger) error {
 	dir, err := os.MkdirTemp("", "fieldgate-demo-")
 	if err != nil {
 		return err
@@ -89,32 +99,35 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) error {
 		return err
 	}
 	defer press.Close()
-	boiler, err := startBoiler(ctx)
+	bridge, err := startSerialServer(ctx)
 	if err != nil {
 		return err
 	}
-	defer boiler.Close()
+	defer bridge.Close()
 
-	brk, err := broker.Start("127.0.0.1:0", log.With("component", "broker"))
+	brk, err := broker.Start("127.0.0.1:0", brokerLog)
 	if err != nil {
 		return err
 	}
 	defer brk.Close()
 
-	text := fmt.Sprintf(demoConfig, filepath.Join(dir, "buffer.db"), brk.Addr(), press.Addr(), boiler.Addr())
+	text := fmt.Sprintf(demoConfig, filepath.Join(dir, "buffer.db"), brk.Addr(), press.Addr(), bridge.Addr())
 	cfg, err := config.Parse("demo.yaml", []byte(text))
 	if err != nil {
 		return fmt.Errorf("built-in config: %w", err)
 	}
-	fmt.Fprintf(out, "fieldgate demo: two simulated Modbus TCP devices, an MQTT broker on %s, and this config:\n\n%s\n", brk.Addr(), text)
+	fmt.Fprintf(out, "fieldgate demo: a simulated Modbus TCP press, a simulated serial server with two RTU slaves,\nan MQTT broker on %s, and this config:\n\n%s\n", brk.Addr(), text)
 	fmt.Fprintf(out, "Telemetry as it arrives at the broker (subscribe yourself: mosquitto_sub -h 127.0.0.1 -p %s -t 'fieldgate/#' -v). Ctrl-C stops.\n\n", portOf(brk.Addr()))
 
 	var mu sync.Mutex // serialises console lines
+	stopped := false  // no lines after the summary
 	err = brk.Subscribe("fieldgate/#", 1, func(topic string, payload []byte, retained bool) {
 		line := formatMessage(topic, payload)
 		mu.Lock()
 		defer mu.Unlock()
-		fmt.Fprintln(out, line)
+		if !stopped {
+			fmt.Fprintln(out, line)
+		}
 	})
 	if err != nil {
 		return err
@@ -129,6 +142,7 @@ func runDemo(ctx context.Context, out io.Writer, log *slog.Logger) error {
 	mu.Lock()
 	fmt.Fprintf(out, "\nstopped: %d messages published, %d acknowledged, %d records left in the buffer\n",
 		st.Uplink.Published, st.Uplink.Acked, st.Buffer.Records)
+	stopped = true
 	mu.Unlock()
 	return err
 }
@@ -194,32 +208,29 @@ func parseFloat(raw json.RawMessage) (float64, error) {
 	return f, err
 }
 
-// demoDevice is a simulated device whose registers a goroutine animates.
+// demoDevice is a simulated device (or serial server) whose registers a
+// goroutine animates.
 type demoDevice struct {
-	srv    *sim.ModbusServer
+	addr   string
+	close  func() error
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-func (d *demoDevice) Addr() string { return d.srv.Addr() }
+func (d *demoDevice) Addr() string { return d.addr }
 
 func (d *demoDevice) Close() {
 	d.cancel()
 	<-d.done
-	_ = d.srv.Close()
+	_ = d.close()
 }
 
-// startAnimated starts a simulated device and calls step every 100 ms with
-// the time since start, until Close.
-func startAnimated(ctx context.Context, step func(srv *sim.ModbusServer, t time.Duration)) (*demoDevice, error) {
-	srv := sim.NewModbus(sim.ModbusOptions{})
-	if err := srv.Listen("127.0.0.1:0"); err != nil {
-		return nil, err
-	}
+// animate calls step every 100 ms with the time since start, until Close.
+func animate(ctx context.Context, addr string, closeFn func() error, step func(t time.Duration)) *demoDevice {
 	ctx, cancel := context.WithCancel(ctx)
-	d := &demoDevice{srv: srv, cancel: cancel, done: make(chan struct{})}
+	d := &demoDevice{addr: addr, close: closeFn, cancel: cancel, done: make(chan struct{})}
 	start := time.Now()
-	step(srv, 0)
+	step(0)
 	go func() {
 		defer close(d.done)
 		tk := time.NewTicker(100 * time.Millisecond)
@@ -229,17 +240,21 @@ func startAnimated(ctx context.Context, step func(srv *sim.ModbusServer, t time.
 			case <-ctx.Done():
 				return
 			case now := <-tk.C:
-				step(srv, now.Sub(start))
+				step(now.Sub(start))
 			}
 		}
 	}()
-	return d, nil
+	return d
 }
 
-// startPress simulates a press: oil temperature and pressure waves, a stroke
-// counter, a speed, a running coil and an alarm bit.
+// startPress simulates a press on Modbus TCP: oil temperature and pressure
+// waves, a stroke counter, a speed, a running coil and an alarm bit.
 func startPress(ctx context.Context) (*demoDevice, error) {
-	return startAnimated(ctx, func(s *sim.ModbusServer, t time.Duration) {
+	s := sim.NewModbus(sim.ModbusOptions{})
+	if err := s.Listen("127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	return animate(ctx, s.Addr(), s.Close, func(t time.Duration) {
 		sec := t.Seconds()
 		_ = s.PutFloat32(modbus.HoldingRegister, 0, modbus.CDAB, float32(60+5*math.Sin(sec/10)))
 		_ = s.PutFloat32(modbus.HoldingRegister, 2, modbus.ABCD, float32(4+0.5*math.Sin(sec/3)))
@@ -251,15 +266,28 @@ func startPress(ctx context.Context) (*demoDevice, error) {
 		}
 		s.SetHolding(7, alarm)
 		s.SetCoil(0, int(sec)%30 < 25)
-	})
+	}), nil
 }
 
-// startBoiler simulates a boiler: water temperature, flow and a burner.
-func startBoiler(ctx context.Context) (*demoDevice, error) {
-	return startAnimated(ctx, func(s *sim.ModbusServer, t time.Duration) {
+// startSerialServer simulates a TCP-to-RTU serial server with two slaves on
+// its RS-485 bus: a boiler (unit 1: water temperature, flow, burner) and an
+// energy meter (unit 7: voltage, power, energy as float32 input registers).
+func startSerialServer(ctx context.Context) (*demoDevice, error) {
+	boiler, meter := sim.NewModbus(sim.ModbusOptions{}), sim.NewModbus(sim.ModbusOptions{})
+	bus := sim.NewRTUBus()
+	bus.Add(1, boiler)
+	bus.Add(7, meter)
+	if err := bus.Listen("127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	return animate(ctx, bus.Addr(), bus.Close, func(t time.Duration) {
 		sec := t.Seconds()
-		s.SetInput(0, uint16(int16(785+20*math.Sin(sec/20))))
-		s.SetInput(1, uint16(1200+300*math.Sin(sec/5)))
-		s.SetDiscrete(0, math.Sin(sec/20) < 0)
-	})
+		boiler.SetInput(0, uint16(int16(785+20*math.Sin(sec/20))))
+		boiler.SetInput(1, uint16(1200+300*math.Sin(sec/5)))
+		boiler.SetDiscrete(0, math.Sin(sec/20) < 0)
+		power := 7400 + 600*math.Sin(sec/4)
+		_ = meter.PutFloat32(modbus.InputRegister, 0, modbus.ABCD, float32(230+2*math.Sin(sec/6)))
+		_ = meter.PutFloat32(modbus.InputRegister, 52, modbus.ABCD, float32(power))
+		_ = meter.PutFloat32(modbus.InputRegister, 72, modbus.ABCD, float32(1520.5+sec*power/3.6e6))
+	}), nil
 }
