@@ -73,6 +73,9 @@ type Buffer struct {
 	// SyncInterval, less flash wear, bounded loss on power failure).
 	Sync         string        `yaml:"sync"`
 	SyncInterval time.Duration `yaml:"sync_interval"` // only with SyncInterval
+	// MaxAge drops records older than this, counted like byte-bound drops;
+	// 0 keeps data until max_bytes forces it out.
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // API configures the management API.
@@ -97,6 +100,9 @@ type MQTT struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	PublishTimeout time.Duration `yaml:"publish_timeout"`
 	Window         int           `yaml:"window"` // in-flight publishes, 1..65535
+	// ReplayRate caps backlog messages per second while live data goes
+	// first; 0 is no cap.
+	ReplayRate float64 `yaml:"replay_rate"`
 	// QoS is 1: the buffer forgets data only when the broker acknowledges
 	// it, which QoS 0 never does, so qos: 0 is rejected.
 	QoS    byte   `yaml:"qos"`

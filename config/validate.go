@@ -116,6 +116,9 @@ func (v *validator) buffer(b *Buffer) {
 	default:
 		v.errorf("buffer.sync", "%q is not a sync mode; use always or interval", b.Sync)
 	}
+	if b.MaxAge != 0 && b.MaxAge < time.Minute {
+		v.errorf("buffer.max_age", "must be at least 1m (or 0 for no age bound), got %v", b.MaxAge)
+	}
 }
 
 func (v *validator) api(a *API) {
@@ -159,6 +162,9 @@ func (v *validator) mqtt(m *MQTT) {
 	}
 	v.positive("mqtt.connect_timeout", m.ConnectTimeout)
 	v.positive("mqtt.publish_timeout", m.PublishTimeout)
+	if m.ReplayRate < 0 || math.IsNaN(m.ReplayRate) || math.IsInf(m.ReplayRate, 0) {
+		v.errorf("mqtt.replay_rate", "must be 0 (no cap) or a positive number of messages per second, got %v", m.ReplayRate)
+	}
 	if m.Window < 1 || m.Window > 65535 {
 		v.errorf("mqtt.window", "must be 1..65535, got %d", m.Window)
 	}

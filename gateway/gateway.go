@@ -113,7 +113,7 @@ func closeDrivers(devs []collector.Device) {
 }
 
 func bufferOptions(b config.Buffer) buffer.Options {
-	o := buffer.Options{MaxBytes: int64(b.MaxBytes)}
+	o := buffer.Options{MaxBytes: int64(b.MaxBytes), MaxAge: b.MaxAge}
 	if b.Sync == "interval" {
 		o.SyncInterval = time.Duration(b.SyncInterval)
 	}
@@ -131,6 +131,7 @@ func uplinkConfig(cfg *config.Config) uplink.Config {
 		ConnectTimeout: time.Duration(m.ConnectTimeout),
 		PublishTimeout: time.Duration(m.PublishTimeout),
 		Window:         m.Window,
+		ReplayRate:     m.ReplayRate,
 		QoS:            m.QoS,
 		Topic:          m.Topic,
 		Prefix:         m.Prefix,
@@ -241,18 +242,20 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 // Status is a snapshot of the gateway's health.
 type Status struct {
-	Devices      []collector.DeviceStatus
-	Buffer       buffer.Stats
-	Uplink       uplink.Stats
-	AppendErrors uint64
+	Devices             []collector.DeviceStatus
+	Buffer              buffer.Stats
+	BufferDropsByDevice map[string]buffer.Drops // readings the buffer's bounds dropped, per device
+	Uplink              uplink.Stats
+	AppendErrors        uint64
 }
 
 // Status returns a snapshot of every stage's health; safe for concurrent use.
 func (g *Gateway) Status() Status {
 	return Status{
-		Devices:      g.coll.Status(),
-		Buffer:       g.queue.Stats(),
-		Uplink:       g.up.Stats(),
-		AppendErrors: g.appendErrors.Load(),
+		Devices:             g.coll.Status(),
+		Buffer:              g.queue.Stats(),
+		BufferDropsByDevice: g.queue.DroppedByDevice(),
+		Uplink:              g.up.Stats(),
+		AppendErrors:        g.appendErrors.Load(),
 	}
 }
