@@ -84,6 +84,12 @@ func ParseURL(raw string) (Endpoint, error) {
 		if u.Hostname() == "" {
 			return Endpoint{}, fmt.Errorf("%q: no host; write %s://host:port", raw, u.Scheme)
 		}
+		if h := u.Hostname(); strings.ContainsAny(h, "[]") || strings.Contains(h, ":") && !strings.HasPrefix(u.Host, "[") {
+			// url.Parse takes only the last ":" as the port's, and lets
+			// stray brackets through: a doubled port (h:502:502), a bare
+			// IPv6 address or a "]" would make an address no dial finds.
+			return Endpoint{}, fmt.Errorf("%q: host %q; write one port, and an IPv6 address in brackets: %s://[::1]:502", raw, h, u.Scheme)
+		}
 		port := u.Port()
 		if port == "" {
 			if e.Transport == RTUOverTCP {

@@ -25,7 +25,7 @@ func FuzzParseURL(f *testing.F) {
 		"ascii:///dev/ttyUSB0?baud=9600", "ascii:///dev/ttyUSB0?data=8&data=7",
 		"rtu:///dev/tty%20USB0", "rtu:/dev/ttyUSB0", "rtu:dev", "rtu://host/dev",
 		"tcp://:502", "tcp://h:0", "tcp://h:65536", "tcp://h:502/x", "tcp://h:502?x=1", "tcp://h:+1",
-		"TCP://[::%25\x8d]", "modbus://h", "", ":", "rtu:///dev/x?baud=299", "rtu:///dev/x?BAUD=921600&Parity=o",
+		"tcp://10.0.0.1:502:502", "tcp://::", "tcp://]", "tcp://[::1]]:502", "TCP://[::%25\x8d]", "modbus://h", "", ":", "rtu:///dev/x?baud=299", "rtu:///dev/x?BAUD=921600&Parity=o",
 	} {
 		f.Add(s)
 	}
