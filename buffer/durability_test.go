@@ -65,23 +65,28 @@ func TestQueueMaxAgeDropsOldRecords(t *testing.T) {
 	tNew := time.Now()
 	mustAppend(t, q, batch("new", 4, 5), batch("new", 5, 5))
 
+	// Wait until the old records have gone. On a loaded machine the new
+	// ones may be gone by then too, but never before their own max age.
 	waitFor(t, 5*time.Second, func() error {
-		if st := q.Stats(); st.Records != 2 {
-			return fmt.Errorf("%d records", st.Records)
+		if d := q.DroppedByDevice(); d["old"].Records != 3 {
+			return fmt.Errorf("%d old records dropped", d["old"].Records)
 		}
 		return nil
 	})
 	if age := time.Since(tOld); age < maxAge {
 		t.Fatalf("old records dropped after %v, before max age %v", age, maxAge)
 	}
-	if got := peekSeqs(t, q, 0, 10); !slices.Equal(got, []uint64{4, 5}) {
-		t.Fatalf("left %v, want [4 5]", got)
-	}
 	st := q.Stats()
-	if st.AgedRecords != 3 || st.DroppedRecords != 3 || st.DroppedPoints != 6 {
+	newAge := time.Since(tNew) // measured after Stats: an upper bound on their age then
+	if newAge < maxAge {
+		if got := peekSeqs(t, q, 0, 10); st.Records != 2 || !slices.Equal(got, []uint64{4, 5}) {
+			t.Fatalf("after %v the new records should all be there: %d records, %v", newAge, st.Records, got)
+		}
+	}
+	if st.AgedRecords < 3 || st.DroppedRecords != st.AgedRecords || st.DroppedPoints != 6+5*(st.AgedRecords-3) {
 		t.Fatalf("stats %+v", st)
 	}
-	if d := q.DroppedByDevice(); d["old"] != (Drops{3, 6}) || len(d) != 1 {
+	if d := q.DroppedByDevice(); d["old"] != (Drops{3, 6}) {
 		t.Fatalf("drops by device %v", d)
 	}
 	waitFor(t, 5*time.Second, func() error {

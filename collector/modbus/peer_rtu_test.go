@@ -92,8 +92,10 @@ func testSerialAgainstPymodbus(t *testing.T, scheme string, baud string, args ..
 	}
 	url := scheme + "://" + a + "?baud=" + baud + "&parity=N&data=8"
 	links := modbus.NewLinks(discard())
+	// pymodbus in Python is slow on a loaded machine; a generous timeout only
+	// lengthens the one read of an absent unit.
 	newDev := func(unit uint8, tags []modbus.Tag) *modbus.Driver {
-		d, err := modbus.New("peer", modbus.Config{URL: url, Unit: unit, Timeout: 500 * time.Millisecond, Poll: time.Second, Tags: tags}, discard(), modbus.WithLinks(links))
+		d, err := modbus.New("peer", modbus.Config{URL: url, Unit: unit, Timeout: 1500 * time.Millisecond, Poll: time.Second, Tags: tags}, discard(), modbus.WithLinks(links))
 		if err != nil {
 			t.Fatal(err)
 		}
