@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fieldgate/fieldgate/api"
 	"github.com/fieldgate/fieldgate/buffer"
 	"github.com/fieldgate/fieldgate/collector"
 	"github.com/fieldgate/fieldgate/collector/modbus"
@@ -41,6 +42,9 @@ type Gateway struct {
 	queue *buffer.Queue
 	coll  *collector.Collector
 	up    *uplink.Uplink
+
+	api     *api.Server // nil when api.listen is empty or could not listen
+	quality qualityCounts
 
 	appendErrors atomic.Uint64
 	lastAppend   struct {
@@ -88,6 +92,16 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 	}
 	g.up = up
 	g.coll = collector.New(devs, g.sink, log.With("component", "collector"))
+	if cfg.API.Listen != "" {
+		// The management API is an aid, not the gateway's job: if its port
+		// is taken the gateway still collects and forwards.
+		srv, err := api.New(api.Config{Listen: cfg.API.Listen, Token: string(cfg.API.Token)}, g, log.With("component", "api"))
+		if err != nil {
+			log.Error("management API not started; the gateway runs without it", "err", err)
+		} else {
+			g.api = srv
+		}
+	}
 	return g, nil
 }
 
@@ -177,6 +191,7 @@ func (g *Gateway) sink(ctx context.Context, b *telemetry.Batch) error {
 		g.noteAppendError(err, len(b.Points))
 		return nil // the collector keeps polling; the error is counted and logged
 	}
+	g.quality.add(b)
 	if g.opts.Observe != nil {
 		g.opts.Observe(b)
 	}
@@ -210,7 +225,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer upCancel()
 
 	var wg sync.WaitGroup
-	var collErr, upErr error
+	var collErr, upErr, apiErr error
+	if g.api != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			apiErr = g.api.Run(upCtx) // up as long as the uplink, to watch it drain
+		}()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -237,7 +259,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if closeErr != nil {
 		closeErr = fmt.Errorf("close buffer: %w", closeErr)
 	}
-	return errors.Join(collErr, upErr, closeErr)
+	return errors.Join(collErr, upErr, apiErr, closeErr)
 }
 
 // Status is a snapshot of the gateway's health.
