@@ -94,11 +94,12 @@ func TestTopicForSanitizesAndCaches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := u.topicFor("a+b#c"); got != "fieldgate/gw/a_b_c" {
+	f := u.format.(*encoderFormat)
+	if got := f.topicFor("a+b#c"); got != "fieldgate/gw/a_b_c" {
 		t.Errorf("topicFor = %q", got)
 	}
-	u.topicFor("press-1")
-	if n := testing.AllocsPerRun(100, func() { u.topicFor("press-1") }); n != 0 {
+	f.topicFor("press-1")
+	if n := testing.AllocsPerRun(100, func() { f.topicFor("press-1") }); n != 0 {
 		t.Errorf("cached topicFor allocates %.0f times", n)
 	}
 }

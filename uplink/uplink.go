@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,14 +92,13 @@ type Uplink struct {
 	addr        string // host:port
 	useTLS      bool
 	src         Source
-	enc         Encoder
+	format      Format
 	log         *slog.Logger
 	topic       template // bound: only {device} left
 	statusTopic string
 
 	// Used only by the Run goroutine.
-	topics map[string]string // device -> topic
-	bufs   chan []byte       // payload buffers whose PUBACK arrived
+	bufs chan []byte // payload buffers whose PUBACK arrived
 
 	running      atomic.Bool
 	connected    atomic.Bool
@@ -119,7 +117,10 @@ type Uplink struct {
 }
 
 // New checks cfg (see Config.Validate), applies its defaults and returns an
-// Uplink that publishes what src holds, encoded by enc. log may be nil.
+// Uplink that publishes what src holds, encoded by enc. If enc also
+// implements Format (Sparkplug B, ThingsBoard), it decides topics, will and
+// births; otherwise each record goes to Config.Topic with the JSON status
+// topic as will. log may be nil.
 func New(cfg Config, src Source, enc Encoder, log *slog.Logger) (*Uplink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mqtt config: %w", err)
@@ -134,18 +135,22 @@ func New(cfg Config, src Source, enc Encoder, log *slog.Logger) (*Uplink, error)
 	addr, useTLS, _ := brokerAddr(c.URL)
 	topic, _ := parseTemplate(c.Topic, true)
 	status, _ := parseTemplate(c.StatusTopic, false)
-	return &Uplink{
+	u := &Uplink{
 		cfg:         c,
 		addr:        addr,
 		useTLS:      useTLS,
 		src:         src,
-		enc:         enc,
 		log:         log.With("component", "uplink"),
 		topic:       topic.bind(c.Prefix, c.Gateway),
 		statusTopic: status.bind(c.Prefix, c.Gateway).expand(""),
-		topics:      make(map[string]string),
 		bufs:        make(chan []byte, c.Window),
-	}, nil
+	}
+	if f, ok := enc.(Format); ok {
+		u.format = f
+	} else {
+		u.format = &encoderFormat{u: u, enc: enc, topics: make(map[string]string)}
+	}
+	return u, nil
 }
 
 // Stats returns a snapshot of the counters. Safe for concurrent use.
@@ -258,7 +263,7 @@ func (u *Uplink) backoff(n int) time.Duration {
 // flight is one PUBLISH waiting for its PUBACK.
 type flight struct {
 	seq  uint64
-	tok  mqtt.Token // nil: nothing was sent (encoder refused the record)
+	tok  Token // nil: nothing was sent (encoder refused the record)
 	sent time.Time
 	buf  []byte
 	hist bool // a backlog record (sent with historical=true)
@@ -381,7 +386,7 @@ func (c closeOnWriteError) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (u *Uplink) clientOptions(s *session) *mqtt.ClientOptions {
+func (u *Uplink) clientOptions(s *session, will Message) *mqtt.ClientOptions {
 	c := u.cfg
 	o := mqtt.NewClientOptions()
 	o.AddBroker(c.URL)
@@ -397,7 +402,7 @@ func (u *Uplink) clientOptions(s *session) *mqtt.ClientOptions {
 	o.SetPingTimeout(pingTimeout(c.KeepAlive))
 	o.SetConnectTimeout(c.ConnectTimeout)
 	o.SetWriteTimeout(c.PublishTimeout)
-	o.SetBinaryWill(u.statusTopic, u.statusPayload("offline"), 1, true)
+	o.SetBinaryWill(will.Topic, will.Payload, will.QoS, will.Retained)
 	o.SetCustomOpenConnectionFn(s.dial)
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		s.fail(fmt.Errorf("connection lost: %w", err))
@@ -447,7 +452,12 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	defer s.cancel()
-	s.client = mqtt.NewClient(u.clientOptions(s))
+	will, err := u.format.Will()
+	if err != nil {
+		res.err = fmt.Errorf("last will: %w", err)
+		return res
+	}
+	s.client = mqtt.NewClient(u.clientOptions(s, will))
 
 	if err := s.connect(); err != nil {
 		res.err = err
@@ -467,9 +477,14 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 	u.log.Info("connected", "url", u.cfg.URL, "backlog_records", records, "backlog_up_to_seq", last,
 		"replay_rate", u.cfg.ReplayRate)
 
-	online := s.client.Publish(u.statusTopic, 1, true, u.statusPayload("online"))
+	online, err := s.announce()
+	if err != nil {
+		s.fail(err)
+	}
 	go s.ackLoop()
-	s.send()
+	if err == nil {
+		s.send()
+	}
 	close(s.fifo)
 
 	if ctx.Err() != nil && !s.failed() {
@@ -490,6 +505,45 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 		res.err = s.err
 	}
 	return res
+}
+
+// announce subscribes to the Format's command topics and lets it publish
+// what precedes the data (status, births).
+func (s *session) announce() (Token, error) {
+	u := s.u
+	pub := sessionPublisher{s.client}
+	for _, filter := range u.format.Subscriptions() {
+		tok := s.client.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+			if err := u.format.Command(pub, m.Topic(), m.Payload()); err != nil {
+				s.fail(err)
+			}
+		})
+		if err := s.wait(tok); err != nil {
+			return nil, fmt.Errorf("subscribe %s: %w", filter, err)
+		}
+	}
+	return u.format.Online(s.ctx, pub)
+}
+
+// wait waits for tok at most PublishTimeout, or until the session ends.
+func (s *session) wait(tok Token) error {
+	t := time.NewTimer(s.u.cfg.PublishTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-t.C:
+		return errPubackTimeout
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+// sessionPublisher is the Publisher of one connection.
+type sessionPublisher struct{ c mqtt.Client }
+
+func (p sessionPublisher) Publish(m Message) Token {
+	return p.c.Publish(m.Topic, m.QoS, m.Retained, m.Payload)
 }
 
 // connect waits for CONNACK, at most ConnectTimeout, or until ctx is done.
@@ -521,11 +575,14 @@ func (s *session) connect() error {
 // shutdown is the clean end of a session: retained offline status, up to
 // drainTimeout for it and for outstanding PUBACKs, then DISCONNECT (which
 // tells the broker not to send the will).
-func (u *Uplink) shutdown(s *session, online mqtt.Token) {
+func (u *Uplink) shutdown(s *session, online Token) {
 	deadline := time.NewTimer(drainTimeout)
 	defer deadline.Stop()
-	offline := s.client.Publish(u.statusTopic, 1, true, u.statusPayload("offline"))
-	for _, tok := range []mqtt.Token{online, offline} {
+	offline := u.format.Offline(sessionPublisher{s.client})
+	for _, tok := range []Token{online, offline} {
+		if tok == nil {
+			continue
+		}
 		select {
 		case <-tok.Done():
 		case <-deadline.C:
@@ -659,14 +716,14 @@ func (s *session) publish(r *telemetry.Record, hist bool) {
 	case buf = <-u.bufs:
 	default:
 	}
-	payload, err := u.enc.Encode(buf[:0], u.cfg.Gateway, r, hist)
 	f := flight{seq: r.Seq, sent: time.Now(), hist: hist}
+	tok, payload, err := u.format.Publish(sessionPublisher{s.client}, buf[:0], r, hist)
 	if err != nil {
 		u.encodeErrors.Add(1)
 		u.log.Error("cannot encode record; dropping it", "seq", r.Seq, "device", r.Batch.Device, "err", err)
 	} else {
 		f.buf = payload
-		f.tok = s.client.Publish(u.topicFor(r.Batch.Device), u.cfg.QoS, false, payload)
+		f.tok = tok
 		u.published.Add(1)
 	}
 	if hist {
@@ -677,28 +734,6 @@ func (s *session) publish(r *telemetry.Record, hist bool) {
 		u.maxInFlight.Store(n) // only the sender raises it
 	}
 	s.fifo <- f // never blocks: inFlight <= Window == cap(fifo)
-}
-
-// topicFor returns the data topic of device, cached.
-func (u *Uplink) topicFor(device string) string {
-	if t, ok := u.topics[device]; ok {
-		return t
-	}
-	clean := strings.Map(func(r rune) rune {
-		if r == '+' || r == '#' || r == 0 {
-			return '_'
-		}
-		return r
-	}, device)
-	if clean != device {
-		u.log.Warn("device name has characters not allowed in a topic; replaced with _", "device", device)
-	}
-	if len(u.topics) >= maxTopicCache {
-		clear(u.topics)
-	}
-	t := u.topic.expand(clean)
-	u.topics[device] = t
-	return t
 }
 
 // ackLoop waits for PUBACKs in send order, and acknowledges to the Source
@@ -772,7 +807,7 @@ func (s *session) ackLoop() {
 	}
 }
 
-func isDone(t mqtt.Token) bool {
+func isDone(t Token) bool {
 	select {
 	case <-t.Done():
 		return true

@@ -1,0 +1,139 @@
+package uplink
+
+import (
+	"context"
+	"strings"
+
+	"github.com/fieldgate/fieldgate/telemetry"
+)
+
+// Message is one MQTT message a Format publishes.
+type Message struct {
+	Topic    string
+	QoS      byte // 0 or 1
+	Retained bool
+	Payload  []byte
+}
+
+// Token is the completion of one publish; paho's mqtt.Token satisfies it.
+// Done is closed when a QoS 1 message's PUBACK arrived, or when a QoS 0
+// message was written to the socket (nothing more is ever known about QoS
+// 0); Error then says whether it failed.
+type Token interface {
+	Done() <-chan struct{}
+	Error() error
+}
+
+// Publisher publishes on the current connection. Messages go on the wire in
+// the order of the Publish calls that return; it is safe for concurrent
+// use, so a Format that needs a strict order across goroutines (Sparkplug's
+// seq) holds its own lock around Publish.
+type Publisher interface {
+	Publish(m Message) Token
+}
+
+// Format is what the uplink publishes around and for each record: the
+// JSON encoder wrapped with the status topic, Sparkplug B, ThingsBoard.
+// New takes an Encoder; one that also implements Format is used as the
+// Format, a plain Encoder is published per record to Config.Topic with the
+// retained JSON status topic as will (see the package doc). Adding a format
+// is one package implementing this interface.
+//
+// Call order, per connection: Will (before CONNECT), then after CONNACK and
+// after the Subscriptions are granted, Online once; then Publish for each
+// record from the uplink's sender goroutine, while Command may be called at
+// any time from paho's goroutines; on a clean stop Offline once before
+// DISCONNECT. Methods of one connection are never called after the next
+// connection's Will. An implementation must be safe for Command running
+// concurrently with Publish.
+type Format interface {
+	// Will returns the last will of the next connection. An error fails
+	// the connection attempt (it is retried with backoff).
+	Will() (Message, error)
+	// Subscriptions returns the topic filters (subscribed with QoS 1)
+	// whose messages go to Command; nil for none.
+	Subscriptions() []string
+	// Online publishes what precedes the data on a new connection (status,
+	// births) and returns the token the uplink waits for before its clean
+	// DISCONNECT (may be nil). It may block until ctx is done (waiting for
+	// a primary host). An error ends the connection without DISCONNECT.
+	Online(ctx context.Context, p Publisher) (Token, error)
+	// Publish publishes record r (and whatever must precede it, such as a
+	// DBIRTH) and returns the token of the record's own message and its
+	// payload, built by appending to dst, which the uplink reuses once the
+	// token is done. The uplink acknowledges r to the Source when the token
+	// is done without error. An error means r can never be published: it
+	// is acknowledged without sending and counted in Stats.EncodeErrors.
+	Publish(p Publisher, dst []byte, r *telemetry.Record, historical bool) (Token, []byte, error)
+	// Command handles a message on one of Subscriptions. A non-nil error
+	// ends the connection without DISCONNECT (the broker sends the will).
+	Command(p Publisher, topic string, payload []byte) error
+	// Offline publishes the goodbye of a clean stop (may return nil).
+	Offline(p Publisher) Token
+}
+
+// encoderFormat is the Format of a plain Encoder: one message per record to
+// Config.Topic, QoS Config.QoS, and the retained status topic (online on
+// connect, offline as will and on a clean stop).
+type encoderFormat struct {
+	u      *Uplink
+	enc    Encoder
+	topics map[string]string // device -> topic; used by the sender only
+}
+
+func (f *encoderFormat) Will() (Message, error) {
+	return Message{Topic: f.u.statusTopic, QoS: 1, Retained: true, Payload: f.u.statusPayload("offline")}, nil
+}
+
+func (f *encoderFormat) Subscriptions() []string { return nil }
+
+func (f *encoderFormat) Online(_ context.Context, p Publisher) (Token, error) {
+	return p.Publish(Message{Topic: f.u.statusTopic, QoS: 1, Retained: true, Payload: f.u.statusPayload("online")}), nil
+}
+
+func (f *encoderFormat) Publish(p Publisher, dst []byte, r *telemetry.Record, historical bool) (Token, []byte, error) {
+	payload, err := f.enc.Encode(dst, f.u.cfg.Gateway, r, historical)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p.Publish(Message{Topic: f.topicFor(r.Batch.Device), QoS: f.u.cfg.QoS, Payload: payload}), payload, nil
+}
+
+func (f *encoderFormat) Command(Publisher, string, []byte) error { return nil }
+
+func (f *encoderFormat) Offline(p Publisher) Token {
+	return p.Publish(Message{Topic: f.u.statusTopic, QoS: 1, Retained: true, Payload: f.u.statusPayload("offline")})
+}
+
+// topicFor returns the data topic of device, cached.
+func (f *encoderFormat) topicFor(device string) string {
+	if t, ok := f.topics[device]; ok {
+		return t
+	}
+	clean := strings.Map(func(r rune) rune {
+		if r == '+' || r == '#' || r == 0 {
+			return '_'
+		}
+		return r
+	}, device)
+	if clean != device {
+		f.u.log.Warn("device name has characters not allowed in a topic; replaced with _", "device", device)
+	}
+	if len(f.topics) >= maxTopicCache {
+		clear(f.topics)
+	}
+	t := f.u.topic.expand(clean)
+	f.topics[device] = t
+	return t
+}
+
+// TopicLevel returns s with the characters a topic level may not hold (+,
+// #, / and NUL) replaced by _.
+func TopicLevel(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '+' || r == '#' || r == '/' || r == 0 {
+			return '_'
+		}
+		return r
+	}, s)
+}
