@@ -47,7 +47,8 @@ type Publisher interface {
 // connection's Will. An implementation must be safe for Command running
 // concurrently with Publish.
 type Format interface {
-	// Will returns the last will of the next connection. An error fails
+	// Will returns the last will of the next connection (an empty Topic
+	// for none). An error fails
 	// the connection attempt (it is retried with backoff).
 	Will() (Message, error)
 	// Subscriptions returns the topic filters (subscribed with QoS 1)

@@ -402,7 +402,9 @@ func (u *Uplink) clientOptions(s *session, will Message) *mqtt.ClientOptions {
 	o.SetPingTimeout(pingTimeout(c.KeepAlive))
 	o.SetConnectTimeout(c.ConnectTimeout)
 	o.SetWriteTimeout(c.PublishTimeout)
-	o.SetBinaryWill(will.Topic, will.Payload, will.QoS, will.Retained)
+	if will.Topic != "" {
+		o.SetBinaryWill(will.Topic, will.Payload, will.QoS, will.Retained)
+	}
 	o.SetCustomOpenConnectionFn(s.dial)
 	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		s.fail(fmt.Errorf("connection lost: %w", err))

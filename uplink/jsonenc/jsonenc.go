@@ -190,3 +190,29 @@ func appendString(dst []byte, s string) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// AppendString appends s as a JSON string (see the escaping rules of the
+// JSON format); other JSON payloads (uplink/thingsboard) share it.
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
+
+// AppendValue appends v as a JSON value: a number, true/false, a string,
+// or null for no value and for NaN and infinities (ok is then false).
+func AppendValue(dst []byte, v telemetry.Value) (out []byte, ok bool) {
+	switch v.Kind() {
+	case telemetry.KindBool:
+		return strconv.AppendBool(dst, v.AsBool()), true
+	case telemetry.KindInt:
+		return strconv.AppendInt(dst, v.AsInt(), 10), true
+	case telemetry.KindUint:
+		return strconv.AppendUint(dst, v.AsUint(), 10), true
+	case telemetry.KindFloat:
+		f := v.AsFloat()
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return append(dst, "null"...), false
+		}
+		return appendFloat(dst, f, v.IsFloat32()), true
+	case telemetry.KindString:
+		return appendString(dst, v.AsString()), true
+	}
+	return append(dst, "null"...), false
+}
