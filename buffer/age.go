@@ -150,7 +150,9 @@ func putMark(tx *bolt.Tx, m ageMark) error {
 	binary.BigEndian.PutUint64(k[:], m.seq)
 	binary.BigEndian.PutUint64(v[:], uint64(m.t.UnixNano()))
 	binary.BigEndian.PutUint64(v[8:], uint64(m.every))
-	return tx.Bucket(timesBucket).Put(k[:], v[:])
+	tb := tx.Bucket(timesBucket)
+	tb.FillPercent = 1.0 // marks are appended in sequence order, as records are
+	return tb.Put(k[:], v[:])
 }
 
 // pruneIndex deletes the leading age marks that describe no stored record:

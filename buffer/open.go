@@ -56,6 +56,10 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 		}
 	}
 
+	// bbolt grows the file in AllocSize steps (16 MiB by default); keep the
+	// step small next to the bound so the file tracks what it holds.
+	db.AllocSize = int(min(max(opts.MaxBytes/32, 1<<20), 16<<20))
+
 	q := &Queue{
 		db:       db,
 		log:      log,

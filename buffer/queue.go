@@ -348,6 +348,9 @@ func (q *Queue) commit(p *pending) error {
 			}
 		}
 		b := tx.Bucket(recordsBucket)
+		// Keys only ever grow, so pages split when full rather than half
+		// full: the file holds about twice the data per page.
+		b.FillPercent = 1.0
 		if q.maxAge > 0 {
 			q.dropAged(b, now, &d)
 		}
