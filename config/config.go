@@ -38,6 +38,10 @@ const (
 	SyncAlways   = "always"   // fsync every commit
 	SyncInterval = "interval" // fsync every sync_interval; a bounded window of loss
 	FormatJSON   = "json"
+	// FormatSparkplugB is Sparkplug B 3.0 (docs/payload-sparkplug.md).
+	FormatSparkplugB = "sparkplugb"
+	// FormatThingsBoard is ThingsBoard's gateway API (docs/payload-thingsboard.md).
+	FormatThingsBoard = "thingsboard"
 )
 
 // Config is the whole gateway configuration as read from one YAML file.
@@ -106,12 +110,27 @@ type MQTT struct {
 	// QoS is 1: the buffer forgets data only when the broker acknowledges
 	// it, which QoS 0 never does, so qos: 0 is rejected.
 	QoS    byte   `yaml:"qos"`
-	Format string `yaml:"format"` // FormatJSON
+	Format string `yaml:"format"` // FormatJSON, FormatSparkplugB or FormatThingsBoard
+	// Sparkplug configures format sparkplugb (required with it, refused
+	// with the others).
+	Sparkplug *Sparkplug `yaml:"sparkplug" json:",omitempty"`
 	// Topic and StatusTopic are templates with the placeholders {prefix},
 	// {gateway} and (Topic only) {device}.
 	Topic       string `yaml:"topic"`
 	Prefix      string `yaml:"prefix"`
 	StatusTopic string `yaml:"status_topic"`
+}
+
+// Sparkplug is the mqtt.sparkplug section. The edge node id is gateway.id.
+type Sparkplug struct {
+	Group string `yaml:"group"` // Sparkplug group id; required
+	// PrimaryHost is the host application whose STATE must be online
+	// before the node publishes; empty for none.
+	PrimaryHost string `yaml:"primary_host"`
+	// DataQoS is the QoS of DDATA: 0 as the specification requires
+	// (default; data is lost if the link dies with it in flight), or 1 to
+	// keep the buffer's at-least-once delivery.
+	DataQoS byte `yaml:"data_qos"`
 }
 
 // TLS holds the files for tls:// broker URLs, relative to the config

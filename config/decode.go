@@ -174,7 +174,6 @@ var (
 // supported rather than unknown.
 var reserved = map[reflect.Type]map[string]string{
 	deviceType: {"opcua": "OPC UA devices are"},
-	mqttType:   {"sparkplug": "Sparkplug B is"},
 	tagType: {
 		"writable": "writes are", "min": "min (for writes) is", "max": "max (for writes) is",
 		"node": "node (OPC UA) is", "mode": "mode (OPC UA) is",

@@ -64,7 +64,7 @@ mqtt: { url: "ftp://x" }
 }
 
 func TestNotSupportedIsDetectable(t *testing.T) {
-	_, err := Parse("p.yaml", []byte("gateway: {id: g}\nmqtt: {url: tcp://b, format: thingsboard}\n"+okDevices))
+	_, err := Parse("p.yaml", []byte("gateway: {id: g}\nmqtt: {url: tcp://b}\ndevices: [{name: d1, modbus: {url: tcp://10.0.0.21}, tags: [{name: t, address: 40001, type: uint16, writable: true}]}]\n"))
 	if !errors.Is(err, ErrNotSupported) {
 		t.Fatalf("errors.Is(ErrNotSupported) false for %v", err)
 	}

@@ -176,13 +176,14 @@ func (v *validator) mqtt(m *MQTT) {
 		v.errorf("mqtt.qos", "must be 1, got %d (QoS 2 is not supported)", m.QoS)
 	}
 	switch m.Format {
-	case FormatJSON:
-	case "sparkplugb":
-		v.unsupported("mqtt.format", "format sparkplugb is")
-	case "thingsboard":
-		v.unsupported("mqtt.format", "format thingsboard is")
+	case FormatJSON, FormatThingsBoard:
+		if m.Sparkplug != nil {
+			v.errorf("mqtt.sparkplug", "only for format: sparkplugb (format is %s)", m.Format)
+		}
+	case FormatSparkplugB:
+		v.sparkplug(m.Sparkplug)
 	default:
-		v.errorf("mqtt.format", "%q is not a format; use json", m.Format)
+		v.errorf("mqtt.format", "%q is not a format; use json, sparkplugb or thingsboard", m.Format)
 	}
 	v.topic("mqtt.topic", m.Topic, "{prefix}", "{gateway}", "{device}")
 	v.topic("mqtt.status_topic", m.StatusTopic, "{prefix}", "{gateway}")
@@ -220,6 +221,25 @@ func (v *validator) url(path, s, form string) (*url.URL, bool) {
 }
 
 // topic checks an MQTT topic template against its allowed placeholders.
+// sparkplug checks mqtt.sparkplug for format sparkplugb.
+func (v *validator) sparkplug(s *Sparkplug) {
+	if s == nil {
+		v.errorf("mqtt.format", "format sparkplugb needs mqtt.sparkplug: { group: ... }")
+		return
+	}
+	for _, f := range []struct{ path, val string }{{"mqtt.sparkplug.group", s.Group}, {"mqtt.sparkplug.primary_host", s.PrimaryHost}} {
+		if strings.ContainsAny(f.val, "+#/\x00") {
+			v.errorf(f.path, "%q must not contain +, #, / or NUL (it is a topic level)", f.val)
+		}
+	}
+	if s.Group == "" {
+		v.errorf("mqtt.sparkplug.group", "required: the Sparkplug group id, e.g. plant-a")
+	}
+	if s.DataQoS > 1 {
+		v.errorf("mqtt.sparkplug.data_qos", "must be 0 (the specification's) or 1 (at-least-once), got %d", s.DataQoS)
+	}
+}
+
 func (v *validator) topic(path, t string, allowed ...string) {
 	if t == "" {
 		v.errorf(path, "must not be empty")

@@ -23,6 +23,8 @@ import (
 	"github.com/fieldgate/fieldgate/telemetry"
 	"github.com/fieldgate/fieldgate/uplink"
 	"github.com/fieldgate/fieldgate/uplink/jsonenc"
+	"github.com/fieldgate/fieldgate/uplink/sparkplug"
+	"github.com/fieldgate/fieldgate/uplink/thingsboard"
 )
 
 // Options are the parts of a gateway that do not come from its config file.
@@ -84,7 +86,11 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 		_ = q.Close()
 		return nil, err
 	}
-	up, err := uplink.New(ucfg, q, jsonenc.Encoder{}, log)
+	var up *uplink.Uplink
+	enc, err := payloadFormat(cfg, log)
+	if err == nil {
+		up, err = uplink.New(ucfg, q, enc, log)
+	}
 	if err != nil {
 		closeDrivers(devs)
 		_ = q.Close()
@@ -132,6 +138,22 @@ func bufferOptions(b config.Buffer) buffer.Options {
 		o.SyncInterval = time.Duration(b.SyncInterval)
 	}
 	return o
+}
+
+// payloadFormat builds the encoder of mqtt.format. Sparkplug keeps its bdSeq
+// in a small file beside the buffer file (buffer.path + ".bdseq").
+func payloadFormat(cfg *config.Config, log *slog.Logger) (uplink.Encoder, error) {
+	switch cfg.MQTT.Format {
+	case config.FormatSparkplugB:
+		s := cfg.MQTT.Sparkplug
+		return sparkplug.New(sparkplug.Config{
+			Group: s.Group, Node: cfg.Gateway.ID, PrimaryHost: s.PrimaryHost, DataQoS: s.DataQoS,
+			BdSeqFile: cfg.Buffer.Path + ".bdseq",
+		}, log)
+	case config.FormatThingsBoard:
+		return thingsboard.New(cfg.Gateway.ID, cfg.MQTT.QoS), nil
+	}
+	return jsonenc.Encoder{}, nil
 }
 
 func uplinkConfig(cfg *config.Config) uplink.Config {
