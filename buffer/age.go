@@ -5,6 +5,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/fieldgate/fieldgate/telemetry"
 )
 
 // errLogEvery throttles the "buffer write failed" error.
@@ -45,18 +47,14 @@ func (d *delta) drop(v []byte, n int) {
 	d.byDevice[dev] = c
 }
 
-// deviceOf reads the device name from an encoded batch's header (telemetry
-// codec version 1: version byte, then the device as uvarint length and
-// bytes) without decoding the rest. A header it cannot read gives "".
+// deviceOf reads the device name from an encoded batch's header without
+// decoding the rest. A header it cannot read gives "".
 func deviceOf(v []byte) string {
-	if len(v) < 2 || v[0] != 1 {
+	dev, err := telemetry.BatchDevice(v)
+	if err != nil {
 		return ""
 	}
-	n, k := binary.Uvarint(v[1:])
-	if k <= 0 || n > uint64(len(v)-1-k) {
-		return ""
-	}
-	return string(v[1+k : 1+k+int(n)])
+	return dev
 }
 
 // DroppedByDevice returns, per device name, the records and readings

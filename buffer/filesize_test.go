@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/telemetry"
 )
 
 // TestQueueFileStopsGrowing writes 20-point batches through a bounded
@@ -23,6 +25,7 @@ func TestQueueFileStopsGrowing(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "b.db")
 		q := openQueue(t, path, Options{MaxBytes: maxBytes, SyncInterval: interval}, nil)
 		batch := sustainedBatch("device-01", time.Now())
+		encoded := int64(len(telemetry.AppendBatch(nil, batch)))
 		size := func() int64 {
 			fi, err := os.Stat(path)
 			if err != nil {
@@ -30,13 +33,14 @@ func TestQueueFileStopsGrowing(t *testing.T) {
 			}
 			return fi.Size()
 		}
+		var dropped uint64
 		fill := func(times int64) (largest int64) {
 			var written int64
 			for i := 0; written < times*maxBytes; i++ {
 				if err := q.Append(context.Background(), batch); err != nil {
 					t.Fatal(err)
 				}
-				written += 266 // one encoded 20-point batch
+				written += encoded
 				if i%500 == 0 {
 					recs, err := q.Peek(0, 200)
 					if err != nil {
@@ -52,11 +56,18 @@ func TestQueueFileStopsGrowing(t *testing.T) {
 					largest = max(largest, size())
 				}
 			}
-			return max(largest, size())
+			// Close commits what sync: interval still holds; then reopen.
+			dropped += q.Stats().DroppedRecords
+			if err := q.Close(); err != nil {
+				t.Fatal(err)
+			}
+			largest = max(largest, size())
+			q = openQueue(t, path, Options{MaxBytes: maxBytes, SyncInterval: interval}, nil)
+			return largest
 		}
 		first := fill(3)
 		second := fill(3)
-		if q.Stats().DroppedRecords == 0 {
+		if dropped == 0 {
 			t.Fatal("the bound was never reached")
 		}
 		t.Logf("sync interval %v: bound %d value bytes; file at most %d bytes (%.2f×) after 3× the bound, %d (%.2f×) after 6×",

@@ -309,6 +309,20 @@ func BatchPointCount(src []byte) (int, error) {
 	return int(n), nil
 }
 
+// BatchDevice returns the device name of an encoded batch without decoding
+// the rest, for accounting what a dropped record held.
+func BatchDevice(src []byte) (string, error) {
+	d := decoder{buf: src}
+	if v := d.byte(); v != codecV1 && v != codecV2 && d.err == nil {
+		return "", fmt.Errorf("%w: unknown codec version %d", ErrCorrupt, v)
+	}
+	name := d.stringBytes()
+	if d.err != nil {
+		return "", d.err
+	}
+	return string(name), nil
+}
+
 func unixNano(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
