@@ -194,6 +194,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "fieldgate run: -c FILE is required")
 		return exitConfig
 	}
+	defer startProfile(stderr)()
 	log, err := lf.logger(stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "fieldgate run:", err)
