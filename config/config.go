@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/collector/modbus"
+	"github.com/fieldgate/fieldgate/collector/opcua"
 )
 
 // Defaults applied by Load and Parse to keys that are absent (or null).
@@ -141,23 +142,32 @@ type TLS struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
-// Device is one device the gateway polls.
+// Device is one device the gateway polls. It has exactly one connection
+// section: Modbus or OPCUA.
 type Device struct {
 	Name string `yaml:"name"` // required, unique, [A-Za-z0-9_.-]+
-	// Modbus is required for now. After Load, Modbus.Poll and Modbus.Tags
-	// hold Poll and Tags, so the driver needs nothing else.
-	Modbus *modbus.Config `yaml:"modbus"`
+	// Modbus is a Modbus device's connection. After Load, Modbus.Poll and
+	// Modbus.Tags hold Poll and Tags, so the driver needs nothing else.
+	Modbus *modbus.Config `yaml:"modbus" json:",omitempty"`
+	// OPCUA is an OPC UA server's connection. After Load, OPCUA.Poll and
+	// OPCUA.Tags hold Poll and OPCUATags.
+	OPCUA *opcua.Config `yaml:"opcua" json:",omitempty"`
 	// Profile names a device profile, <name>.yaml in ProfilesDir or built
 	// in, whose tags the device gets and whose poll and modbus settings are
-	// the device's defaults.
+	// the device's defaults. Modbus devices only.
 	Profile string `yaml:"profile"`
 	// TagsCSV is a CSV file of more tags, one a row; relative to the config
-	// file's folder. After Load it is the resolved path.
+	// file's folder. After Load it is the resolved path. Modbus devices
+	// only.
 	TagsCSV string        `yaml:"tags_csv"`
 	Poll    time.Duration `yaml:"poll"`
-	// Tags are the tags written under tags:. After Load they are all the
-	// device's tags: the profile's, then these, then those of TagsCSV.
+	// Tags are a Modbus device's tags written under tags:. After Load they
+	// are all the device's tags: the profile's, then these, then those of
+	// TagsCSV. Empty for an OPC UA device.
 	Tags []modbus.Tag `yaml:"tags"`
+	// OPCUATags are an OPC UA device's tags, also written under tags: (the
+	// decoder picks the tag kind from the device's connection section).
+	OPCUATags []opcua.Tag `yaml:"-" json:"-"`
 }
 
 // Load reads the file at path and returns its configuration with defaults

@@ -40,10 +40,15 @@ func TestLoadGolden(t *testing.T) {
 				got = []byte(strings.ReplaceAll(err.Error(), d+string(filepath.Separator), "") + "\n")
 				name, other = other, name
 			} else {
-				// Devices[i].Tags is the same slice as Devices[i].Modbus.Tags;
-				// check that, and show it once.
+				// Devices[i].Tags is the same slice as Devices[i].Modbus.Tags,
+				// and OPCUATags as OPCUA.Tags; check that, and show it once.
 				for i, dev := range cfg.Devices {
-					if dev.Modbus == nil || len(dev.Tags) == 0 || &dev.Modbus.Tags[0] != &dev.Tags[0] || dev.Modbus.Poll != dev.Poll {
+					switch {
+					case dev.OPCUA != nil:
+						if dev.Modbus != nil || len(dev.Tags) != 0 || len(dev.OPCUATags) == 0 || &dev.OPCUA.Tags[0] != &dev.OPCUATags[0] || dev.OPCUA.Poll != dev.Poll {
+							t.Errorf("devices[%d]: opcua.Tags and Poll are not the device's", i)
+						}
+					case dev.Modbus == nil || len(dev.Tags) == 0 || &dev.Modbus.Tags[0] != &dev.Tags[0] || dev.Modbus.Poll != dev.Poll:
 						t.Errorf("devices[%d]: modbus.Tags and Poll are not the device's", i)
 					}
 					cfg.Devices[i].Tags = nil

@@ -104,6 +104,8 @@ func (x *extras) parseCSV(file string, data []byte) *csvTags {
 			fail(hline, "", "column %d has no name; the first row names the columns", i+1)
 		case slices.Contains(cols[:i], h):
 			fail(hline, h, "column named twice")
+		case foreign[tagType][h] != "":
+			fail(hline, h, "%s; tags_csv is for Modbus devices only", foreign[tagType][h])
 		case reserved[tagType][h] != "":
 			x.errs = append(x.errs, &Error{File: file, Line: hline, Path: h, Err: ErrNotSupported,
 				Msg: fmt.Sprintf("%s %v", reserved[tagType][h], ErrNotSupported)})

@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fieldgate/fieldgate/collector/modbus"
+	"github.com/fieldgate/fieldgate/collector/opcua"
 )
 
 // source is what Parse knows about the file behind a Config: its name and
@@ -131,6 +132,9 @@ type decoder struct {
 	// budget is how many more values may be decoded; aliases can make a
 	// small file expand into a huge config (a "billion laughs").
 	budget int
+	// opcua holds, by device path, whether the device is an OPC UA one,
+	// so that its tags: are decoded as OPC UA tags.
+	opcua map[string]bool
 }
 
 // errTooBig stops decoding a document that expands too much.
@@ -166,6 +170,7 @@ var (
 	deviceType   = reflect.TypeFor[Device]()
 	mqttType     = reflect.TypeFor[MQTT]()
 	tagType      = reflect.TypeFor[modbus.Tag]()
+	opcuaTagType = reflect.TypeFor[opcua.Tag]()
 	textType     = reflect.TypeFor[encoding.TextUnmarshaler]()
 )
 
@@ -173,11 +178,37 @@ var (
 // not implement, by the struct they belong in; they are reported as not
 // supported rather than unknown.
 var reserved = map[reflect.Type]map[string]string{
-	deviceType: {"opcua": "OPC UA devices are"},
-	tagType: {
-		"writable": "writes are", "min": "min (for writes) is", "max": "max (for writes) is",
-		"node": "node (OPC UA) is", "mode": "mode (OPC UA) is",
-	},
+	tagType:      {"writable": "writes are", "min": "min (for writes) is", "max": "max (for writes) is"},
+	opcuaTagType: {"writable": "writes are", "min": "min (for writes) is", "max": "max (for writes) is"},
+}
+
+// foreign lists, by tag struct, the keys that belong to the other
+// protocol's tags, with what to say instead of "unknown key".
+var foreign = foreignKeys()
+
+func foreignKeys() map[reflect.Type]map[string]string {
+	var own []string
+	for _, f := range fieldsOf(opcuaTagType) {
+		own = append(own, f.key)
+	}
+	ua := map[string]string{
+		"address": "OPC UA tags have node, not address",
+		"table":   "OPC UA tags have node, not table",
+		"offset":  "OPC UA tags have node, not offset",
+		"type":    "OPC UA tags have no type: the server says what each value is",
+	}
+	for _, f := range fieldsOf(tagType) {
+		if _, ok := ua[f.key]; !ok && !slices.Contains(own, f.key) && reserved[opcuaTagType][f.key] == "" {
+			ua[f.key] = fmt.Sprintf("%s is a Modbus tag key; OPC UA tags have %s and %s", f.key, strings.Join(own[:len(own)-1], ", "), own[len(own)-1])
+		}
+	}
+	return map[reflect.Type]map[string]string{
+		tagType: {
+			"node": "Modbus tags have address (or table and offset), not node; node is for devices with opcua:",
+			"mode": "Modbus tags are always polled; mode (poll or subscribe) is for tags of devices with opcua:",
+		},
+		opcuaTagType: ua,
+	}
 }
 
 func kindName(n *yaml.Node) string {
@@ -369,14 +400,14 @@ func (d *decoder) mapping(path string, n *yaml.Node, v reflect.Value) {
 	}
 	t := v.Type()
 	fields := fieldsOf(t)
+	if t == deviceType && d.deviceKind(path, n, v) {
+		return
+	}
 	// Merge keys (<<: *anchor) first, so that the mapping's own keys win.
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if k := n.Content[i]; k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
 			d.merge(path, n.Content[i+1], v)
 		}
-	}
-	if t == deviceType && d.unsupportedDevice(path, n, v) {
-		return
 	}
 	seen := map[string]*yaml.Node{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -403,6 +434,10 @@ func (d *decoder) mapping(path string, n *yaml.Node, v reflect.Value) {
 		seen[key] = k
 		idx := slices.IndexFunc(fields, func(f field) bool { return f.key == key })
 		if idx < 0 {
+			if msg, ok := foreign[t][key]; ok {
+				d.errorf(k, kpath, "%s", msg)
+				continue
+			}
 			if what, ok := reserved[t][key]; ok {
 				d.unsupported(k, kpath, what)
 				continue
@@ -410,7 +445,11 @@ func (d *decoder) mapping(path string, n *yaml.Node, v reflect.Value) {
 			d.unknownKey(k, kpath, key, fields)
 			continue
 		}
-		d.decode(kpath, val, v.Field(fields[idx].index))
+		fv := v.Field(fields[idx].index)
+		if t == deviceType && key == "tags" && d.opcua[path] {
+			fv = v.FieldByName("OPCUATags")
+		}
+		d.decode(kpath, val, fv)
 	}
 }
 
@@ -433,32 +472,77 @@ func (d *decoder) merge(path string, n *yaml.Node, v reflect.Value) {
 	}
 }
 
-// unsupportedDevice reports a device that uses a protocol this version
-// does not implement, and tells validation to leave it alone.
-func (d *decoder) unsupportedDevice(path string, n *yaml.Node, v reflect.Value) bool {
-	var modbusKey, other *yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		switch k := n.Content[i]; k.Value {
-		case "modbus":
-			modbusKey = k
-		case "opcua":
-			if other == nil {
-				other = k
-			}
-		}
+// deviceKind decides, once per device (before its merge keys are
+// decoded), whether the device at path is an OPC UA one, looking through
+// merge keys. A device with both modbus and opcua is reported, keeps only
+// its name (so that duplicate names are still found), and is left alone
+// by validation; deviceKind then returns true.
+func (d *decoder) deviceKind(path string, n *yaml.Node, v reflect.Value) bool {
+	if d.opcua == nil {
+		d.opcua = map[string]bool{}
 	}
-	if other == nil || modbusKey != nil {
+	if _, done := d.opcua[path]; done {
+		return false // a merged mapping of a device already looked at
+	}
+	keys := map[string]*yaml.Node{}
+	mergedKeys(n, keys, 0)
+	mb, ua := keys["modbus"], keys["opcua"]
+	d.opcua[path] = ua != nil && mb == nil
+	if mb == nil || ua == nil {
 		return false
 	}
-	d.unsupported(other, join(path, other.Value), reserved[deviceType][other.Value])
+	second := ua
+	if mb.Line > ua.Line || mb.Line == ua.Line && mb.Column > ua.Column {
+		second = mb
+	}
+	d.errorf(second, join(path, second.Value), "a device has one connection: set modbus or opcua, not both")
 	d.src.skip[path] = true
-	// Keep the name, so that duplicate names are still found.
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if n.Content[i].Value == "name" {
 			d.decode(join(path, "name"), n.Content[i+1], v.FieldByName("Name"))
 		}
 	}
 	return true
+}
+
+// mergedKeys adds the keys of mapping n, and of the mappings it merges,
+// to keys; a key of n itself wins over a merged one.
+func mergedKeys(n *yaml.Node, keys map[string]*yaml.Node, depth int) {
+	if n == nil || depth > 16 {
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		mergedKeys(n.Alias, keys, depth+1)
+		return
+	}
+	switch n.Kind {
+	case yaml.SequenceNode:
+		for _, m := range n.Content {
+			mergedKeys(m, keys, depth+1)
+		}
+		return
+	case yaml.MappingNode:
+	default:
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			continue
+		}
+		keys[k.Value] = k
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			sub := map[string]*yaml.Node{}
+			mergedKeys(n.Content[i+1], sub, depth+1)
+			for key, kn := range sub {
+				if _, ok := keys[key]; !ok {
+					keys[key] = kn
+				}
+			}
+		}
+	}
 }
 
 func (d *decoder) unknownKey(k *yaml.Node, path, key string, fields []field) {

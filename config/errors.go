@@ -8,7 +8,7 @@ import (
 
 // ErrNotSupported is wrapped by the *Error for a key or value that the
 // configuration schema reserves but this version of fieldgate does not
-// implement yet (OPC UA devices, Sparkplug B, writes, ...). Test for it
+// implement yet (writes, ...). Test for it
 // with errors.Is.
 var ErrNotSupported = errors.New("not supported yet")
 

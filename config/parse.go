@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fieldgate/fieldgate/collector/modbus"
+	"github.com/fieldgate/fieldgate/collector/opcua"
 )
 
 // Parse decodes, defaults and validates the YAML in data; name is the file
@@ -182,6 +183,24 @@ func setDefaults(c *Config, src *source) {
 			mb.Poll = dev.Poll
 			mb.Tags = dev.Tags
 		}
+		if ua := dev.OPCUA; ua != nil {
+			def(p+".opcua.security_policy", func() { ua.SecurityPolicy = "None" })
+			def(p+".opcua.security_mode", func() {
+				ua.SecurityMode = "SignAndEncrypt"
+				if strings.EqualFold(ua.SecurityPolicy, "None") {
+					ua.SecurityMode = "None"
+				}
+			})
+			def(p+".opcua.auth.mode", func() { ua.Auth.Mode = "anonymous" })
+			def(p+".opcua.timeout", func() { ua.Timeout = opcua.DefaultTimeout })
+			for j := range dev.OPCUATags {
+				if t := &dev.OPCUATags[j]; t.Mode == opcua.ModeDefault {
+					t.Mode = opcua.ModePoll
+				}
+			}
+			ua.Poll = dev.Poll
+			ua.Tags = dev.OPCUATags
+		}
 	}
 }
 
@@ -197,6 +216,12 @@ func resolvePaths(c *Config, dir string) {
 	abs(&c.ProfilesDir)
 	for i := range c.Devices {
 		abs(&c.Devices[i].TagsCSV)
+		if ua := c.Devices[i].OPCUA; ua != nil {
+			abs(&ua.CertFile)
+			abs(&ua.KeyFile)
+			abs(&ua.Auth.CertFile)
+			abs(&ua.Auth.KeyFile)
+		}
 	}
 	abs(&c.API.TokenFile)
 	abs(&c.MQTT.PasswordFile)
@@ -244,8 +269,9 @@ func validEnvName(s string) bool {
 	return s != ""
 }
 
-// resolveSecrets expands ${ENV} in mqtt.password and reads
-// mqtt.password_file and api.token_file.
+// resolveSecrets expands ${ENV} in mqtt.password and in each OPC UA
+// device's opcua.auth.password, and reads mqtt.password_file and
+// api.token_file.
 func resolveSecrets(c *Config, src *source) []*Error {
 	var errs []*Error
 	fail := func(path string, cause error, format string, args ...any) {
@@ -267,6 +293,17 @@ func resolveSecrets(c *Config, src *source) []*Error {
 			fail("mqtt.password_file", err, "%v", err)
 		}
 		m.Password = p
+	}
+	for i, d := range c.Devices {
+		if d.OPCUA == nil || d.OPCUA.Auth.Password == "" {
+			continue
+		}
+		path := fmt.Sprintf("devices[%d].opcua.auth.password", i)
+		p, err := expandEnv(d.OPCUA.Auth.Password)
+		if err != nil && !src.covered(path) {
+			fail(path, err, "%v", err)
+		}
+		d.OPCUA.Auth.Password = p
 	}
 	if c.API.TokenFile != "" {
 		t, err := readSecret(c.API.TokenFile)

@@ -155,6 +155,16 @@ func (x *extras) expand(c *Config, src *source) {
 		if d.Profile == "" && d.TagsCSV == "" {
 			continue
 		}
+		if d.OPCUA != nil {
+			if d.Profile != "" {
+				x.errorf(src, p+".profile", "profiles hold Modbus tags and are for devices with modbus: only; write an OPC UA device's tags under tags:")
+			}
+			if d.TagsCSV != "" {
+				x.errorf(src, p+".tags_csv", "tags_csv holds Modbus tags and is for devices with modbus: only; write an OPC UA device's tags under tags:")
+			}
+			src.devices[p] = &expansion{failed: true} // don't also say it has no tags
+			continue
+		}
 		ex := &expansion{}
 		var tags []modbus.Tag
 		if d.Profile != "" {

@@ -296,8 +296,12 @@ func (v *validator) device(p string, d *Device, names map[string]string) {
 	if d.Poll < MinPoll {
 		v.errorf(p+".poll", "must be at least %v, got %v", MinPoll, d.Poll)
 	}
+	if d.OPCUA != nil {
+		v.opcua(p, d)
+		return
+	}
 	if d.Modbus == nil {
-		v.errorf(p+".modbus", "required: the device's connection, e.g. modbus: { url: tcp://10.0.0.21:502, unit: 1 }")
+		v.errorf(p+".modbus", "required: the device's connection, modbus: { url: tcp://10.0.0.21:502, unit: 1 } or opcua: { url: opc.tcp://10.0.0.30:4840 }")
 		return
 	}
 	maxRegs := v.modbus(p+".modbus", d.Modbus)
