@@ -19,6 +19,7 @@ import (
 	"github.com/fieldgate/fieldgate/buffer"
 	"github.com/fieldgate/fieldgate/collector"
 	"github.com/fieldgate/fieldgate/collector/modbus"
+	"github.com/fieldgate/fieldgate/collector/opcua"
 	"github.com/fieldgate/fieldgate/config"
 	"github.com/fieldgate/fieldgate/telemetry"
 	"github.com/fieldgate/fieldgate/uplink"
@@ -121,8 +122,14 @@ func newDriver(d config.Device, links *modbus.Links, log *slog.Logger) (collecto
 			return nil, fmt.Errorf("device %q: %w", d.Name, err)
 		}
 		return drv, nil
+	case d.OPCUA != nil:
+		drv, err := opcua.New(d.Name, *d.OPCUA, log)
+		if err != nil {
+			return nil, fmt.Errorf("device %q: %w", d.Name, err)
+		}
+		return drv, nil
 	default:
-		return nil, fmt.Errorf("device %q: no driver section (modbus:)", d.Name)
+		return nil, fmt.Errorf("device %q: no driver section (modbus: or opcua:)", d.Name)
 	}
 }
 
