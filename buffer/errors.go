@@ -16,3 +16,10 @@ var ErrTooLarge = errors.New("batch larger than the buffer bound")
 
 // errCorrupt marks a file that failed the structural check at open.
 var errCorrupt = errors.New("corrupt buffer file")
+
+// ErrDamaged wraps the error a read or write returns when bbolt finds the
+// file damaged in a way the check at Open did not catch (it would otherwise
+// panic and take the gateway down). The operation fails and is counted as
+// a write failure; the records it concerned stay where they were. Restart
+// the gateway to have the file checked and, if need be, moved aside.
+var ErrDamaged = errors.New("buffer file is damaged")

@@ -122,7 +122,7 @@ func openChecked(path string) (*bolt.DB, scan, error) {
 	case err != nil:
 		return nil, scan{}, fmt.Errorf("buffer %s: %w: %w", path, errCorrupt, err)
 	}
-	sc, err := initAndScan(db)
+	sc, err := safeInitAndScan(db)
 	if err != nil {
 		_ = db.Close()
 		return nil, scan{}, fmt.Errorf("buffer %s: %w: %w", path, errCorrupt, err)
@@ -220,4 +220,16 @@ func moveAside(path string) (string, error) {
 		_ = d.Close()
 	}
 	return aside, nil
+}
+
+// safeInitAndScan is initAndScan with bbolt's panics on a damaged file
+// turned into an error, so the file is moved aside instead of the gateway
+// crashing.
+func safeInitAndScan(db *bolt.DB) (sc scan, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("bbolt: %v", r)
+		}
+	}()
+	return initAndScan(db)
 }

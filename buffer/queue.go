@@ -341,7 +341,7 @@ func (q *Queue) commit(p *pending) error {
 	var d delta
 	d.commit = len(p.vals) > 0
 	now := time.Now().Round(0)
-	err := q.db.Update(func(tx *bolt.Tx) error {
+	err := q.update(func(tx *bolt.Tx) error {
 		if q.commitHook != nil {
 			if err := q.commitHook(); err != nil {
 				return err
@@ -533,7 +533,7 @@ func (q *Queue) Peek(after uint64, max int) ([]telemetry.Record, error) {
 	}
 	recs := make([]telemetry.Record, 0, min(int64(max), n))
 	var bad []uint64
-	err := q.db.View(func(tx *bolt.Tx) error {
+	err := q.view(func(tx *bolt.Tx) error {
 		var from [8]byte
 		binary.BigEndian.PutUint64(from[:], after+1)
 		c := tx.Bucket(recordsBucket).Cursor()
@@ -566,7 +566,7 @@ func (q *Queue) deleteCorrupt(seqs []uint64) error {
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
 	var d delta
-	err := q.db.Update(func(tx *bolt.Tx) error {
+	err := q.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(recordsBucket)
 		var k [8]byte
 		present := seqs[:0]
@@ -636,7 +636,7 @@ func (q *Queue) Ack(upTo uint64) error {
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
 	var d delta
-	err := q.db.Update(func(tx *bolt.Tx) error {
+	err := q.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(recordsBucket)
 		seqs := q.seqScratch[:0]
 		c := b.Cursor()
@@ -687,7 +687,7 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
 	var d delta
-	err := q.db.Update(func(tx *bolt.Tx) error {
+	err := q.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(recordsBucket)
 		present := q.seqScratch[:0]
 		var k [8]byte
