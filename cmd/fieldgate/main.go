@@ -8,6 +8,7 @@
 //	fieldgate validate -c FILE     check a config file (--plan prints the read plan)
 //	fieldgate read -c FILE DEV     read a device once, raw registers beside values
 //	fieldgate scan --url URL       find the unit ids that answer on a link
+//	fieldgate browse --url URL     list an OPC UA server's nodes (--emit yaml: as tags)
 //	fieldgate demo                 simulated devices + embedded broker, live telemetry
 //	fieldgate version              print the version
 package main
@@ -55,6 +56,9 @@ Usage:
   fieldgate read --url URL --address N [--type T --order O --count N]
                                the same with no config file
   fieldgate scan --url URL     find the unit ids that answer on a link
+  fieldgate browse --url opc.tcp://HOST:PORT [--node ID] [--depth N] [--emit yaml]
+                               list an OPC UA server's nodes with their ids, data
+                               types and values, or print them as a tags: list
   fieldgate demo               simulated devices, an embedded broker and live
                                telemetry on the console, until Ctrl-C
   fieldgate version            print the version
@@ -87,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdRead(ctx, rest, stdout, stderr)
 	case "scan":
 		return cmdScan(ctx, rest, stdout, stderr)
+	case "browse":
+		return cmdBrowse(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "fieldgate", versionString())
 		return exitOK
