@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"math"
 	"os"
@@ -20,11 +21,12 @@ import (
 	"github.com/fieldgate/fieldgate/gateway"
 	"github.com/fieldgate/fieldgate/internal/broker"
 	"github.com/fieldgate/fieldgate/sim"
+	"github.com/fieldgate/fieldgate/sim/opcuasim"
 )
 
 // demoConfig is the built-in config of `fieldgate demo`; %s are the buffer
-// path, the broker address, the press's address and the serial server's
-// address (two RTU slaves share it).
+// path, the broker address, the press's address, the serial server's
+// address (two RTU slaves share it) and the OPC UA server's URL.
 const demoConfig = `gateway: { id: demo-gw }
 buffer: { path: %s, max_bytes: 64MiB }
 mqtt:
@@ -55,6 +57,14 @@ devices:
       - { name: voltage_l1, address: 30001, type: float32, unit: V }
       - { name: power,      address: 30053, type: float32, unit: W }
       - { name: energy,     address: 30073, type: float32, unit: kWh }
+  - name: cnc-4               # an OPC UA server: subscribed values arrive as they change
+    opcua: { url: "%[5]s" }
+    poll: 500ms
+    tags:
+      - { name: spindle_temp, node: "nsu=urn:fieldgate:sim;s=Temperature", mode: subscribe, unit: degC }
+      - { name: coolant,      node: "nsu=urn:fieldgate:sim;s=Pressure", mode: subscribe, unit: bar }
+      - { name: parts,        node: "nsu=urn:fieldgate:sim;s=Counter", mode: subscribe, unit: pcs }
+      - { name: running,      node: "nsu=urn:fieldgate:sim;s=Running", mode: subscribe }
 `
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -105,18 +115,24 @@ func runDemo(ctx context.Context, out io.Writer, log, brokerLog *slog.Logger) er
 	}
 	defer bridge.Close()
 
+	cnc, err := startCNC(ctx)
+	if err != nil {
+		return err
+	}
+	defer cnc.Close()
+
 	brk, err := broker.Start("127.0.0.1:0", brokerLog)
 	if err != nil {
 		return err
 	}
 	defer brk.Close()
 
-	text := fmt.Sprintf(demoConfig, filepath.Join(dir, "buffer.db"), brk.Addr(), press.Addr(), bridge.Addr())
+	text := fmt.Sprintf(demoConfig, filepath.Join(dir, "buffer.db"), brk.Addr(), press.Addr(), bridge.Addr(), cnc.Addr())
 	cfg, err := config.Parse("demo.yaml", []byte(text))
 	if err != nil {
 		return fmt.Errorf("built-in config: %w", err)
 	}
-	fmt.Fprintf(out, "fieldgate demo: a simulated Modbus TCP press, a simulated serial server with two RTU slaves,\nan MQTT broker on %s, and this config:\n\n%s\n", brk.Addr(), text)
+	fmt.Fprintf(out, "fieldgate demo: a simulated Modbus TCP press, a simulated serial server with two RTU slaves,\na simulated OPC UA server, an MQTT broker on %s, and this config:\n\n%s\n", brk.Addr(), text)
 	fmt.Fprintf(out, "Telemetry as it arrives at the broker (subscribe yourself: mosquitto_sub -h 127.0.0.1 -p %s -t 'fieldgate/#' -v). Ctrl-C stops.\n\n", portOf(brk.Addr()))
 
 	var mu sync.Mutex // serialises console lines
@@ -290,4 +306,31 @@ func startSerialServer(ctx context.Context) (*demoDevice, error) {
 		_ = meter.PutFloat32(modbus.InputRegister, 52, modbus.ABCD, float32(power))
 		_ = meter.PutFloat32(modbus.InputRegister, 72, modbus.ABCD, float32(1520.5+sec*power/3.6e6))
 	}), nil
+}
+
+// startCNC simulates an OPC UA server (a CNC's controller): opcuasim's
+// default variables, with temperature, pressure, counter and running
+// changing every second. The gopcua server writes its start-up lines to
+// the standard logger, which is silenced while the demo runs.
+func startCNC(ctx context.Context) (*demoDevice, error) {
+	prev := stdlog.Writer()
+	stdlog.SetOutput(io.Discard)
+	s := opcuasim.New(opcuasim.Options{})
+	// The server outlives ctx until Close, so the gateway's session ends
+	// cleanly on the way out.
+	if err := s.Start(context.WithoutCancel(ctx)); err != nil {
+		stdlog.SetOutput(prev)
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	d := &demoDevice{addr: s.URL(), cancel: cancel, done: make(chan struct{})}
+	d.close = func() error {
+		defer stdlog.SetOutput(prev)
+		return s.Close()
+	}
+	go func() {
+		defer close(d.done)
+		s.Animate(ctx, time.Second)
+	}()
+	return d, nil
 }
