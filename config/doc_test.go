@@ -15,6 +15,7 @@ func TestReferenceExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("MQTT_PASSWORD", "pw")
+	t.Setenv("CNC2_PASSWORD", "pw") // the OPC UA example's
 	n := 0
 	for i, block := range strings.Split(string(doc), "```yaml\n")[1:] {
 		text, _, _ := strings.Cut(block, "```")

@@ -11,6 +11,7 @@ import (
 // checks that every CSV file there is used by one of them.
 func TestDeployExamples(t *testing.T) {
 	t.Setenv("MQTT_PASSWORD", "pw")
+	t.Setenv("OPCUA_PASSWORD", "pw") // opcua.yaml's
 	files, err := filepath.Glob("../deploy/examples/*.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +40,9 @@ func TestDeployExamples(t *testing.T) {
 	}
 	if _, err := os.Stat("../deploy/profiles/README.md"); err != nil {
 		t.Error(err)
+	}
+	if _, err := os.Stat("../deploy/examples/opcua.yaml"); err != nil {
+		t.Error(err) // the OPC UA example must stay loaded by this test
 	}
 	if !slices.Contains(builtinNames(), "eastron-sdm630") {
 		t.Error("the built-in eastron-sdm630 profile is missing")

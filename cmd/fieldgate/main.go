@@ -44,7 +44,7 @@ const (
 	exitConfig = 2 // bad usage or bad configuration
 )
 
-const usage = `fieldgate — industrial edge gateway: Modbus devices to MQTT, nothing lost.
+const usage = `fieldgate — industrial edge gateway: Modbus and OPC UA devices to MQTT, nothing lost.
 
 Usage:
   fieldgate run -c FILE        run the gateway with the config FILE
