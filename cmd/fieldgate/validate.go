@@ -29,7 +29,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	}
 	tags := 0
 	for _, d := range cfg.Devices {
-		tags += len(d.Tags)
+		tags += len(d.Tags) + len(d.OPCUATags)
 	}
 	// Build every driver as the gateway would (no I/O): that checks what
 	// only a driver can, such as devices sharing a bus.
