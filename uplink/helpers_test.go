@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	ibroker "github.com/fieldgate/fieldgate/internal/broker"
 	"github.com/fieldgate/fieldgate/telemetry"
 	"github.com/fieldgate/fieldgate/uplink/jsonenc"
 )
@@ -141,7 +142,7 @@ type broker struct {
 }
 
 // Close stops the broker; it may be called more than once.
-func (b *broker) Close() { b.close.Do(func() { _ = b.srv.Close() }) }
+func (b *broker) Close() { b.close.Do(func() { _ = ibroker.CloseServer(b.srv) }) }
 
 // startBroker starts a broker on addr ("127.0.0.1:0" for any port).
 func startBroker(t testing.TB, addr string, rec *recorder) *broker {

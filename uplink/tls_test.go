@@ -17,6 +17,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	ibroker "github.com/fieldgate/fieldgate/internal/broker"
 )
 
 // selfSigned returns a server certificate for 127.0.0.1 and a pool that
@@ -67,7 +69,7 @@ func TestUplinkOverTLS(t *testing.T) {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() { _ = ibroker.CloseServer(srv) })
 
 	src := newMemSource()
 	fill(src, 20)

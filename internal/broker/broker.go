@@ -4,8 +4,10 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -57,5 +59,27 @@ func (b *Broker) Subscribe(filter string, id int, fn func(topic string, payload 
 	})
 }
 
-// Close disconnects every client and stops the broker.
-func (b *Broker) Close() error { return b.srv.Close() }
+// Close disconnects every client and stops the broker. mochi v2.7.9 can
+// deadlock in Server.Close when a client disconnects at that moment
+// (Clients.GetByListener takes its read lock twice while Delete waits for
+// the write lock); Close gives up after closeTimeout and leaves that
+// goroutine behind rather than hang its caller.
+func (b *Broker) Close() error { return CloseServer(b.srv) }
+
+const closeTimeout = 5 * time.Second
+
+// ErrCloseTimeout is returned by CloseServer when mochi's Close did not
+// return in time.
+var ErrCloseTimeout = errors.New("embedded broker: close did not finish in 5 s (mochi lock-order bug); gave up")
+
+// CloseServer closes a mochi server with the timeout described at Close.
+func CloseServer(srv *mqtt.Server) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(closeTimeout):
+		return ErrCloseTimeout
+	}
+}

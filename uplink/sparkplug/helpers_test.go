@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fieldgate/fieldgate/buffer"
+	ibroker "github.com/fieldgate/fieldgate/internal/broker"
 	"github.com/fieldgate/fieldgate/telemetry"
 	"github.com/fieldgate/fieldgate/uplink"
 	"github.com/fieldgate/fieldgate/uplink/sparkplug/sproto"
@@ -132,7 +133,7 @@ func startBroker(t testing.TB, rec *recorder) string {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = srv.Close() })
+	t.Cleanup(func() { _ = ibroker.CloseServer(srv) })
 	return l.Address()
 }
 
