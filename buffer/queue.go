@@ -623,14 +623,55 @@ func (q *Queue) Wait(ctx context.Context, after uint64) error {
 // sequence numbers that are already gone is a no-op.
 func (q *Queue) Ack(upTo uint64) error {
 	q.mu.Lock()
-	closed := q.closed
 	nothing := q.st.Records == 0 || upTo < q.st.FirstSeq
+	q.mu.Unlock()
+	// New records get larger sequence numbers, so when nothing is stored
+	// at or below upTo none can match.
+	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack up to %d", upTo) }, func(b *bolt.Bucket, keep func(uint64, []byte)) {
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			s := binary.BigEndian.Uint64(k)
+			if s > upTo {
+				break
+			}
+			keep(s, v)
+		}
+	})
+}
+
+// AckSeqs deletes exactly the records with the given sequence numbers in
+// one transaction and counts them as acknowledged. It is the out-of-order
+// form of Ack, for an uplink that publishes live records ahead of a
+// backlog: a record is deleted only when its own sequence number is passed,
+// never because a later one was. Numbers that are not stored (acked or
+// dropped already, or never issued) are ignored. seqs need not be sorted.
+func (q *Queue) AckSeqs(seqs []uint64) error {
+	q.mu.Lock()
+	nothing := len(seqs) == 0 || q.st.Records == 0
+	q.mu.Unlock()
+	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack %d records", len(seqs)) }, func(b *bolt.Bucket, keep func(uint64, []byte)) {
+		var k [8]byte
+		for _, s := range seqs {
+			binary.BigEndian.PutUint64(k[:], s)
+			if v := b.Get(k[:]); v != nil {
+				keep(s, v)
+			}
+		}
+	})
+}
+
+// deleteAcked is the one write path of Ack and AckSeqs: find calls keep for
+// every stored record to delete; they are deleted after the scan, in the
+// same transaction, and counted as acknowledged. nothing short-circuits a
+// call that cannot match any record; what names the call in an error.
+func (q *Queue) deleteAcked(nothing bool, what func() string, find func(b *bolt.Bucket, keep func(uint64, []byte))) error {
+	q.mu.Lock()
+	closed := q.closed
 	q.mu.Unlock()
 	if closed {
 		return ErrClosed
 	}
 	if nothing {
-		// New records get larger sequence numbers, so none can match.
 		return nil
 	}
 	q.wmu.Lock()
@@ -639,17 +680,12 @@ func (q *Queue) Ack(upTo uint64) error {
 	err := q.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(recordsBucket)
 		seqs := q.seqScratch[:0]
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			s := binary.BigEndian.Uint64(k)
-			if s > upTo {
-				break
-			}
+		find(b, func(s uint64, v []byte) {
 			seqs = append(seqs, s)
 			d.removed++
 			d.removedBytes += int64(len(v))
 			d.removedPoints += int64(pointsOf(v))
-		}
+		})
 		q.seqScratch = seqs
 		d.acked = uint64(len(seqs))
 		deleteSeqs(b, seqs)
@@ -658,59 +694,7 @@ func (q *Queue) Ack(upTo uint64) error {
 	})
 	if err != nil {
 		q.writeFailed(err)
-		return fmt.Errorf("buffer %s: ack up to %d: %w", q.path, upTo, err)
-	}
-	q.apply(&d)
-	return nil
-}
-
-// AckSeqs deletes exactly the records with the given sequence numbers in
-// one transaction and counts them as acknowledged. It is the out-of-order
-// form of Ack, for an uplink that publishes live records ahead of a
-// backlog: a record is deleted only when its own sequence number is passed,
-// never because a later one was. Numbers that are not stored (acked or
-// dropped already, or never issued) are ignored. seqs need not be sorted;
-// sorted input makes the B-tree deletes sequential.
-func (q *Queue) AckSeqs(seqs []uint64) error {
-	if len(seqs) == 0 {
-		return nil
-	}
-	q.mu.Lock()
-	closed, empty := q.closed, q.st.Records == 0
-	q.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	if empty {
-		return nil
-	}
-	q.wmu.Lock()
-	defer q.wmu.Unlock()
-	var d delta
-	err := q.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(recordsBucket)
-		present := q.seqScratch[:0]
-		var k [8]byte
-		for _, s := range seqs {
-			binary.BigEndian.PutUint64(k[:], s)
-			v := b.Get(k[:])
-			if v == nil {
-				continue
-			}
-			present = append(present, s)
-			d.removed++
-			d.removedBytes += int64(len(v))
-			d.removedPoints += int64(pointsOf(v))
-		}
-		q.seqScratch = present
-		d.acked = uint64(len(present))
-		deleteSeqs(b, present)
-		bounds(b, &d)
-		return nil
-	})
-	if err != nil {
-		q.writeFailed(err)
-		return fmt.Errorf("buffer %s: ack %d records: %w", q.path, len(seqs), err)
+		return fmt.Errorf("buffer %s: %s: %w", q.path, what(), err)
 	}
 	q.apply(&d)
 	return nil
