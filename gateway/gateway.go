@@ -42,9 +42,10 @@ type Gateway struct {
 	log  *slog.Logger
 	opts Options
 
-	queue *buffer.Queue
-	coll  *collector.Collector
-	up    *uplink.Uplink
+	queue  *buffer.Queue
+	coll   *collector.Collector
+	up     *uplink.Uplink
+	writes *uplink.Writes // the one write path of every format's commands
 
 	api     *api.Server // nil when api.listen is empty or could not listen
 	quality qualityCounts
@@ -81,14 +82,16 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 	}
 	g.queue = q
 
+	g.writes = uplink.NewWrites(nil, 0, log.With("component", "writes"))
 	ucfg := uplinkConfig(cfg)
+	ucfg.Writes = g.writes
 	if ucfg.TLS, err = tlsConfig(cfg.MQTT.TLS); err != nil {
 		closeDrivers(devs)
 		_ = q.Close()
 		return nil, err
 	}
 	var up *uplink.Uplink
-	enc, err := payloadFormat(cfg, log)
+	enc, err := payloadFormat(cfg, g.writes, log)
 	if err == nil {
 		up, err = uplink.New(ucfg, q, enc, log)
 	}
@@ -149,13 +152,13 @@ func bufferOptions(b config.Buffer) buffer.Options {
 
 // payloadFormat builds the encoder of mqtt.format. Sparkplug keeps its bdSeq
 // in a small file beside the buffer file (buffer.path + ".bdseq").
-func payloadFormat(cfg *config.Config, log *slog.Logger) (uplink.Encoder, error) {
+func payloadFormat(cfg *config.Config, writes *uplink.Writes, log *slog.Logger) (uplink.Encoder, error) {
 	switch cfg.MQTT.Format {
 	case config.FormatSparkplugB:
 		s := cfg.MQTT.Sparkplug
 		return sparkplug.New(sparkplug.Config{
 			Group: s.Group, Node: cfg.Gateway.ID, PrimaryHost: s.PrimaryHost, DataQoS: s.DataQoS,
-			BdSeqFile: cfg.Buffer.Path + ".bdseq",
+			BdSeqFile: cfg.Buffer.Path + ".bdseq", Writes: writes,
 		}, log)
 	case config.FormatThingsBoard:
 		return thingsboard.New(cfg.Gateway.ID, cfg.MQTT.QoS), nil
@@ -262,7 +265,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 			apiErr = g.api.Run(upCtx) // up as long as the uplink, to watch it drain
 		}()
 	}
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		_ = g.writes.Run(upCtx) // commands arrive while the uplink is up
+	}()
 	go func() {
 		defer wg.Done()
 		collErr = g.coll.Run(ctx)

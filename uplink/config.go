@@ -82,6 +82,10 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the exponential backoff between
 	// connection attempts (with jitter); defaults 1s and 1min.
 	ReconnectMin, ReconnectMax time.Duration
+
+	// Writes carries out the cloud-to-device writes of the formats'
+	// command topics; nil rejects every write (RejectDisabled).
+	Writes *Writes
 }
 
 // withDefaults returns a copy of c with zero fields set to their defaults.

@@ -75,6 +75,8 @@ type Config struct {
 	BdSeqFile string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Writes carries out DCMD writes; nil rejects them.
+	Writes *uplink.Writes
 }
 
 // Validate reports every problem in c, joined.
