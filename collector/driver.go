@@ -84,3 +84,20 @@ type Timeouter interface {
 // goroutine and may block (the buffer returns after its commit); the batch
 // and its Points are only valid during the call.
 type Sink func(ctx context.Context, b *telemetry.Batch) error
+
+// Writer is implemented by drivers that can set a tag on the device. Unlike
+// the Driver methods, Write may be called from any goroutine while the
+// collector polls: the driver serialises it with its own requests. It
+// converts v to the tag's type (undoing scale and offset); a v that does
+// not fit the tag's type or range is an error wrapping ErrValueType, and
+// nothing is written.
+type Writer interface {
+	Write(ctx context.Context, tag string, v telemetry.Value) error
+}
+
+// TagReader is implemented by drivers that can read one tag now, outside
+// the poll schedule (for a write's old value and read-back check). Like
+// Write it may be called from any goroutine while the collector polls.
+type TagReader interface {
+	ReadTag(ctx context.Context, tag string) (telemetry.Point, error)
+}

@@ -1,6 +1,9 @@
 package collector
 
-import "strconv"
+import (
+	"errors"
+	"strconv"
+)
 
 // DeviceError is the error the collector reports for one device: a failed
 // connect or read (in Status and logs), or a sink failure that stopped Run.
@@ -17,3 +20,8 @@ func (e *DeviceError) Error() string {
 
 // Unwrap returns Err.
 func (e *DeviceError) Unwrap() error { return e.Err }
+
+// ErrValueType is wrapped by a Writer's error when the value cannot be
+// written to the tag: wrong kind (a string for a number), a fraction for an
+// integer type, or outside what the tag's type can hold.
+var ErrValueType = errors.New("value does not fit the tag's type")
