@@ -221,6 +221,7 @@ func resolvePaths(c *Config, dir string) {
 			abs(&ua.KeyFile)
 			abs(&ua.Auth.CertFile)
 			abs(&ua.Auth.KeyFile)
+			abs(&ua.TrustDir)
 		}
 	}
 	abs(&c.API.TokenFile)
@@ -299,11 +300,11 @@ func resolveSecrets(c *Config, src *source) []*Error {
 			continue
 		}
 		path := fmt.Sprintf("devices[%d].opcua.auth.password", i)
-		p, err := expandEnv(d.OPCUA.Auth.Password)
+		p, err := expandEnv(string(d.OPCUA.Auth.Password))
 		if err != nil && !src.covered(path) {
 			fail(path, err, "%v", err)
 		}
-		d.OPCUA.Auth.Password = p
+		d.OPCUA.Auth.Password = opcua.Secret(p)
 	}
 	if c.API.TokenFile != "" {
 		t, err := readSecret(c.API.TokenFile)

@@ -43,7 +43,7 @@ func cmdBrowse(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&c.CertFile, "cert-file", "", "the gateway's certificate for a secure policy (default: a temporary self-signed one)")
 	fs.StringVar(&c.KeyFile, "key-file", "", "its RSA key")
 	fs.StringVar(&c.Auth.Username, "username", "", "log in with this user name (default anonymous)")
-	fs.StringVar(&c.Auth.Password, "password", "", "the user's password")
+	fs.Func("password", "the user's password", func(s string) error { c.Auth.Password = fgopcua.Secret(s); return nil })
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "per request, and for connecting")
 	if err := fs.Parse(args); err != nil {
 		return exitConfig
@@ -212,7 +212,7 @@ func dial(ctx context.Context, cfg *fgopcua.Config) (*opcua.Client, error) {
 	tok := ua.UserTokenTypeAnonymous
 	if cfg.Auth.Mode == "username" {
 		tok = ua.UserTokenTypeUserName
-		opts = append(opts, opcua.AuthUsername(cfg.Auth.Username, cfg.Auth.Password))
+		opts = append(opts, opcua.AuthUsername(cfg.Auth.Username, string(cfg.Auth.Password)))
 	} else {
 		opts = append(opts, opcua.AuthAnonymous())
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -27,8 +28,14 @@ type Config struct {
 	// and by certificate identity. When both are set and neither file
 	// exists, the driver generates a self-signed pair there on its first
 	// connect (key mode 0600).
-	CertFile string        `yaml:"cert_file"`
-	KeyFile  string        `yaml:"key_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// TrustDir is the folder of the servers' certificates: trusted/ holds
+	// the certificates (or their CAs) the gateway accepts, and rejected/
+	// receives each server certificate it refused. Unset, it is the folder
+	// of CertFile. Only policies other than None check the server's
+	// certificate.
+	TrustDir string        `yaml:"trust_dir"`
 	Auth     Auth          `yaml:"auth"`
 	Timeout  time.Duration `yaml:"timeout"` // per request, and for connecting; 5s when unset
 
@@ -42,11 +49,39 @@ type Auth struct {
 	// Mode is anonymous (the default), username or certificate.
 	Mode     string `yaml:"mode"`
 	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	Password Secret `yaml:"password"`
 	// CertFile and KeyFile are the user certificate for mode certificate;
 	// when unset, the application certificate (Config.CertFile) is used.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+}
+
+// Secret is a string that is never printed: fmt, encoding/json and yaml
+// show "[redacted]" (or "" when empty). Use string(s) for the value.
+type Secret string
+
+// String returns "[redacted]", or "" for an empty secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString makes %#v redact too.
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// MarshalText returns String, so that encoders redact.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// TrustFolder returns the folder of the trusted/ and rejected/ server
+// certificates: TrustDir, or else the folder of CertFile ("" without
+// either).
+func (c *Config) TrustFolder() string {
+	if c.TrustDir != "" || c.CertFile == "" {
+		return c.TrustDir
+	}
+	return filepath.Dir(c.CertFile)
 }
 
 // Defaults.

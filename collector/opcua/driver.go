@@ -53,6 +53,9 @@ type Driver struct {
 	done   chan struct{}      // closed when drain has returned
 	last   time.Time          // the last health check of a subscribe group
 
+	rejected   string // thumbprint of the server certificate refused by the last Connect
+	hostWarned bool   // logged that the certificate does not name the url's host
+
 	mu     sync.Mutex // guards subErr and every subscribe group's pending and codes
 	subErr error      // a subscription failed; the next Read returns it
 }

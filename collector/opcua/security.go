@@ -52,6 +52,11 @@ func (d *Driver) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 		return nil, fmt.Errorf("the server offers no endpoint with security_policy %s and security_mode %s (it offers %s)",
 			strings.TrimPrefix(policy, ua.SecurityPolicyURIPrefix), mode, strings.Join(have, ", "))
 	}
+	if mode != ua.MessageSecurityModeNone {
+		if err := d.trust(ep); err != nil {
+			return nil, err
+		}
+	}
 	opts = append(opts,
 		opcua.AutoReconnect(false), // the collector reconnects, with backoff
 		opcua.DialTimeout(d.timeout),
@@ -66,7 +71,7 @@ func (d *Driver) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 		opts = append(opts, opcua.AuthAnonymous())
 	case "username":
 		tok = ua.UserTokenTypeUserName
-		opts = append(opts, opcua.AuthUsername(d.cfg.Auth.Username, d.cfg.Auth.Password))
+		opts = append(opts, opcua.AuthUsername(d.cfg.Auth.Username, string(d.cfg.Auth.Password)))
 	case "certificate":
 		tok = ua.UserTokenTypeCertificate
 		uc := cert
@@ -87,6 +92,50 @@ func (d *Driver) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 		return nil, fmt.Errorf("the server's %s/%s endpoint does not accept auth mode %s", strings.TrimPrefix(ep.SecurityPolicyURI, ua.SecurityPolicyURIPrefix), ep.SecurityMode, tokenName(tok))
 	}
 	return append(opts, opcua.SecurityFromEndpoint(ep, tok)), nil
+}
+
+// trust checks the certificate of the endpoint ep against the trust
+// folder (see verifyServer). It logs a refusal once, when it starts (the
+// collector retries Connect with backoff, and the refusal holds until
+// someone moves the file), and when a refused server is trusted again.
+//
+// The certificate checked is the one the endpoint description carries:
+// gopcua v0.8.0 encrypts the channel's opening request with its public
+// key, so only the holder of its private key can open the channel.
+func (d *Driver) trust(ep *ua.EndpointDescription) error {
+	appURI := ""
+	if ep.Server != nil {
+		appURI = ep.Server.ApplicationURI
+	}
+	hostOK, err := verifyServer(d.cfg.TrustFolder(), ep.ServerCertificate, appURI, urlHost(d.cfg.URL), time.Now())
+	var ue *UntrustedError
+	if errors.As(err, &ue) {
+		if d.rejected != ue.Thumbprint {
+			d.rejected = ue.Thumbprint
+			d.log.Warn("server certificate not trusted", "saved", ue.Saved, "trusted_dir", ue.Trusted, "thumbprint", ue.Thumbprint)
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if d.rejected != "" {
+		d.log.Info("server certificate trusted now", "thumbprint", Thumbprint(leafDER(ep.ServerCertificate)))
+		d.rejected = ""
+	}
+	if !hostOK && !d.hostWarned {
+		d.hostWarned = true
+		d.log.Warn("the server's certificate does not name the host of the url; accepted because the certificate is trusted", "host", urlHost(d.cfg.URL))
+	}
+	return nil
+}
+
+// leafDER returns the first certificate of a DER chain.
+func leafDER(der []byte) []byte {
+	if c, err := x509.ParseCertificates(der); err == nil && len(c) > 0 {
+		return c[0].Raw
+	}
+	return der
 }
 
 func tokenName(t ua.UserTokenType) string {
