@@ -9,22 +9,38 @@
 //     bdSeq.
 //   - The uplink subscribes NCMD, DCMD and, with a primary host, its STATE
 //     topic; Online waits until the primary host says online, then
-//     publishes NBIRTH (seq 0, bdSeq, Node Control/Rebirth).
-//   - The first record of a device on a connection publishes a DBIRTH with
-//     every metric the device has had so far (name, alias, datatype, last
-//     value, properties engUnit and Quality), then the record as DDATA
-//     (aliases only). A record with a new metric, or a value of another
-//     type, publishes the device's DBIRTH again first.
-//   - seq runs 0..255 over NBIRTH, DBIRTH and DDATA of the node; NBIRTH is 0.
+//     publishes NBIRTH (seq 0, bdSeq, Node Control/Rebirth) and the DBIRTH
+//     of every device of Config.Catalog that is not down, listing all its
+//     configured tags (values not yet read are null with Quality bad).
+//   - A device's first record on a connection publishes its DBIRTH if it
+//     has none yet (every metric the device has had so far: name, alias,
+//     datatype, last value, properties engUnit and Quality), then the
+//     record as DDATA (aliases only). A record with a new metric, or a
+//     value of another type, publishes the device's DBIRTH again first.
+//   - Device lifecycle: a live record in which every point is Bad for
+//     no_connection or timeout (what the collector sends while it cannot
+//     reach a device) publishes DDEATH (seq, no metrics) instead of DDATA;
+//     its token is the DDEATH's, so the record leaves the buffer when that
+//     message is out (QoS DataQoS). Further records while the device stays
+//     down publish nothing. The next record with a reading publishes
+//     DBIRTH (current values), then its DDATA.
+//   - Records replayed from the backlog carry is_historical on every
+//     metric and never publish DDEATH: a historical down record is DDATA
+//     with null values and Quality bad. A historical record of a device
+//     that is not born (also one that is down) publishes its DBIRTH first,
+//     because DDATA is only valid after one; the next live down record
+//     publishes DDEATH again.
+//   - seq runs 0..255 over NBIRTH, DBIRTH, DDATA and DDEATH of the node;
+//     NBIRTH is 0.
 //   - NCMD Node Control/Rebirth = true publishes NBIRTH (seq 0, same bdSeq)
-//     and the DBIRTH of every device born on this connection.
+//     and the DBIRTH of every device born on this connection and every
+//     catalog device that is not down.
 //   - A primary host's STATE offline ends the connection (the broker sends
 //     NDEATH); data stays in the buffer until the host is back.
 //   - DCMD (writes) are refused with a logged reason until writes exist.
-//   - Records replayed from the backlog carry is_historical on every metric.
 //
-// Births are QoS 0, as the specification requires. Data is QoS 0 by
-// default (Config.DataQoS); see the QoS section of docs/payload-sparkplug.md
+// Births are QoS 0, as the specification requires. Data and DDEATH are
+// QoS 0 by default (Config.DataQoS); see the QoS section of docs/payload-sparkplug.md
 // for what that means for loss and how the buffer is drained.
 //
 // Format is safe for concurrent use: one mutex guards the node's state and
@@ -39,6 +55,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +94,30 @@ type Config struct {
 	Now func() time.Time
 	// Writes carries out DCMD writes; nil rejects them.
 	Writes *uplink.Writes
+	// Catalog lists the configured devices and their tags. Online births
+	// every catalog device (right after NBIRTH, as the specification
+	// orders) with all its tags, values not yet read being null and
+	// Quality bad. nil: a device's birth lists the tags its records
+	// brought so far. Tags not in the catalog are learned from the
+	// records either way.
+	Catalog []CatalogDevice
+}
+
+// CatalogDevice is one configured device and its tags.
+type CatalogDevice struct {
+	Name string
+	Tags []CatalogTag
+}
+
+// CatalogTag is one configured tag. Kind is the kind of value the tag
+// reads (with Float32 for a 32-bit float), which gives its Sparkplug
+// datatype; KindNone (an OPC UA node, whose type is known once read)
+// leaves the tag out of births until a record brings it.
+type CatalogTag struct {
+	Name    string
+	Unit    string
+	Kind    telemetry.Kind
+	Float32 bool
 }
 
 // Validate reports every problem in c, joined.
@@ -130,9 +171,15 @@ type device struct {
 	name    string
 	ddata   string
 	dbirth  string
+	ddeath  string
 	metrics []*metric
 	byTag   map[string]*metric
-	born    bool // DBIRTH sent since the last NBIRTH
+	born    bool // DBIRTH sent since the last NBIRTH, and no DDEATH since
+	catalog bool // in Config.Catalog: born by Online
+	// dead: the device's last live record said it is down (see down).
+	// Kept across connections: it is the device's state, not the
+	// session's.
+	dead bool
 }
 
 type metric struct {
@@ -171,7 +218,42 @@ func New(cfg Config, log *slog.Logger) (*Format, error) {
 	if cfg.PrimaryHost != "" {
 		f.state = Namespace + "/STATE/" + cfg.PrimaryHost
 	}
+	for _, cd := range cfg.Catalog {
+		d := f.device(cd.Name)
+		d.catalog = true
+		for _, ct := range cd.Tags {
+			dt := catalogType(ct)
+			if _, dup := d.byTag[ct.Name]; dup || dt == sproto.DataType_Unknown {
+				continue
+			}
+			f.nextAlias++
+			m := &metric{tag: ct.Name, alias: f.nextAlias, dt: dt,
+				last: telemetry.Point{Tag: ct.Name, Unit: ct.Unit, Quality: telemetry.Bad}}
+			d.byTag[ct.Name] = m
+			d.metrics = append(d.metrics, m)
+		}
+	}
 	return f, nil
+}
+
+// catalogType is the Sparkplug datatype of a catalog tag.
+func catalogType(t CatalogTag) sproto.DataType {
+	switch t.Kind {
+	case telemetry.KindBool:
+		return dataType(telemetry.Bool(false))
+	case telemetry.KindInt:
+		return dataType(telemetry.Int(0))
+	case telemetry.KindUint:
+		return dataType(telemetry.Uint(0))
+	case telemetry.KindFloat:
+		if t.Float32 {
+			return dataType(telemetry.Float32(0))
+		}
+		return dataType(telemetry.Float(0))
+	case telemetry.KindString:
+		return dataType(telemetry.String(""))
+	}
+	return sproto.DataType_Unknown
 }
 
 // Encode appends r as a DDATA payload, learning its metrics and taking the
@@ -246,12 +328,14 @@ func (f *Format) Online(ctx context.Context, p uplink.Publisher) (uplink.Token, 
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.publishNBirth(p), nil
+	return f.publishBirths(p, nil), nil
 }
 
 // Publish publishes r as DDATA, preceded by the device's DBIRTH when the
 // device is not born on this connection or r brings a metric its birth
-// lacks.
+// lacks. A live record that says the device is down (see down) publishes
+// DDEATH instead, once; while the device stays down its records publish
+// nothing and the returned token is already done.
 func (f *Format) Publish(p uplink.Publisher, dst []byte, r *telemetry.Record, historical bool) (uplink.Token, []byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -259,12 +343,52 @@ func (f *Format) Publish(p uplink.Publisher, dst []byte, r *telemetry.Record, hi
 		return nil, nil, errors.New("sparkplug: publish before NBIRTH")
 	}
 	d := f.device(r.Batch.Device)
-	if f.learn(d, &r.Batch, historical) || !d.born {
+	changed := f.learn(d, &r.Batch, historical)
+	if !historical && down(&r.Batch) {
+		if !d.dead {
+			f.log.Info("device down: DDEATH", "device", d.name)
+		}
+		d.dead = true
+		if !d.born {
+			// Hosts already see the device offline (no DBIRTH on this
+			// connection, or a DDEATH sent): nothing to say.
+			return doneToken{}, dst[:0], nil
+		}
+		d.born = false
+		payload := f.appendDDeath(dst)
+		return p.Publish(uplink.Message{Topic: d.ddeath, QoS: f.cfg.DataQoS, Payload: payload}), payload, nil
+	}
+	if changed || !d.born {
+		if d.dead && !historical {
+			f.log.Info("device up: DBIRTH", "device", d.name)
+		}
 		f.publishDBirth(p, d)
 	}
 	payload := f.appendDData(dst, d, &r.Batch, historical)
 	return p.Publish(uplink.Message{Topic: d.ddata, QoS: f.cfg.DataQoS, Payload: payload}), payload, nil
 }
+
+// down reports whether b says its device cannot be reached: every point
+// Bad for no_connection or timeout, which is what the collector sends for
+// a device it cannot connect to or read (collector.poller.down). A device
+// that answers with exceptions or undecodable data is up, with Bad points.
+func down(b *telemetry.Batch) bool {
+	for i := range b.Points {
+		q := b.Points[i].Quality
+		if q.Class() != telemetry.Bad || (q.Reason() != telemetry.ReasonNoConnection && q.Reason() != telemetry.ReasonTimeout) {
+			return false
+		}
+	}
+	return len(b.Points) > 0
+}
+
+// doneToken is the token of a record that needs no message.
+type doneToken struct{}
+
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (doneToken) Done() <-chan struct{} { return closed }
+func (doneToken) Error() error          { return nil }
 
 // Command handles NCMD (rebirth), DCMD (refused) and the primary host's
 // STATE.
@@ -301,10 +425,7 @@ func (f *Format) Command(p uplink.Publisher, topic string, payload []byte) error
 							born = append(born, d)
 						}
 					}
-					f.publishNBirth(p)
-					for _, d := range born {
-						f.publishDBirth(p, d)
-					}
+					f.publishBirths(p, born)
 				}
 				f.mu.Unlock()
 				return nil
@@ -360,6 +481,7 @@ func (f *Format) device(name string) *device {
 		name:   name,
 		ddata:  f.dprefix + "DDATA/" + f.cfg.Node + "/" + id,
 		dbirth: f.dprefix + "DBIRTH/" + f.cfg.Node + "/" + id,
+		ddeath: f.dprefix + "DDEATH/" + f.cfg.Node + "/" + id,
 		byTag:  make(map[string]*metric),
 	}
 	f.devices[name] = d
@@ -409,6 +531,18 @@ func (f *Format) publishNBirth(p uplink.Publisher) uplink.Token {
 	return p.Publish(uplink.Message{Topic: f.nbirth, QoS: 0, Payload: b})
 }
 
+// publishBirths publishes NBIRTH, then the DBIRTH of the devices in born
+// and of every catalog device that is not down; it returns NBIRTH's token.
+func (f *Format) publishBirths(p uplink.Publisher, born []*device) uplink.Token {
+	tok := f.publishNBirth(p)
+	for _, d := range f.order {
+		if slices.Contains(born, d) || (d.catalog && !d.dead) {
+			f.publishDBirth(p, d)
+		}
+	}
+	return tok
+}
+
 func (f *Format) publishDBirth(p uplink.Publisher, d *device) {
 	b := appendHeader(nil, f.now(), f.nextSeq(), true)
 	for _, m := range d.metrics {
@@ -417,7 +551,7 @@ func (f *Format) publishDBirth(p uplink.Publisher, d *device) {
 			v: m.last.Value, unit: m.last.Unit, quality: m.last.Quality, props: true,
 		}, &f.scratch, &f.props)
 	}
-	d.born = true
+	d.born, d.dead = true, false
 	p.Publish(uplink.Message{Topic: d.dbirth, QoS: 0, Payload: b})
 }
 
@@ -432,6 +566,12 @@ func (f *Format) appendDData(dst []byte, d *device, b *telemetry.Batch, hist boo
 		}, &f.scratch, &f.props)
 	}
 	return dst
+}
+
+// appendDDeath appends a DDEATH payload: timestamp and seq, no metrics
+// (the specification requires seq; bdSeq belongs to NBIRTH/NDEATH only).
+func (f *Format) appendDDeath(dst []byte) []byte {
+	return appendHeader(dst, f.now(), f.nextSeq(), true)
 }
 
 func (f *Format) appendNDeath(dst []byte) []byte {

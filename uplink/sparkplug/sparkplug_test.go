@@ -23,6 +23,7 @@ import (
 type session struct {
 	nbirthBdSeqs []uint64
 	ddata        int
+	ddeath       int
 	historical   int // DDATA messages whose metrics are all is_historical
 }
 
@@ -30,7 +31,9 @@ type session struct {
 // edge node published, in wire order: NBIRTH first with seq 0; seq +1 mod
 // 256 on every message until the next NBIRTH; a device's DBIRTH after the
 // NBIRTH and before its DDATA; every DDATA metric an alias, without name or
-// datatype, that the device's birth defines; bdSeq in every NBIRTH.
+// datatype, that the device's birth defines; bdSeq in every NBIRTH; a
+// DDEATH only for a born device, with seq and no metrics, and no DDATA of
+// that device until its next DBIRTH.
 func checkSession(t *testing.T, ms []msg) session {
 	t.Helper()
 	var s session
@@ -105,6 +108,15 @@ func checkSession(t *testing.T, ms []msg) session {
 				}
 			}
 			births[dev] = byAlias
+		case "DDEATH":
+			s.ddeath++
+			if _, ok := births[dev]; !ok {
+				t.Errorf("message %d DDEATH for %s, which is not born", i, dev)
+			}
+			if len(m.pl.GetMetrics()) != 0 {
+				t.Errorf("DDEATH %s has metrics: %v", dev, m.pl.GetMetrics())
+			}
+			delete(births, dev)
 		case "DDATA":
 			s.ddata++
 			b, ok := births[dev]
@@ -415,6 +427,7 @@ func checkWithPeer(t *testing.T, ms []msg) {
 		t.Fatalf("peer decoded %d messages, want %d", len(decoded), len(ms))
 	}
 	aliases := map[uint64]string{}
+	dead := map[string]bool{} // device topic id -> DDEATH seen, no DBIRTH since
 	var next uint64
 	var ddata, hist int
 	for i, d := range decoded {
@@ -437,6 +450,20 @@ func checkWithPeer(t *testing.T, ms []msg) {
 			t.Errorf("peer: message %d %s seq %d, want %d", i, d.Topic, seq, next)
 		}
 		next = (seq + 1) % 256
+		dev := d.Topic[strings.LastIndexByte(d.Topic, '/')+1:]
+		switch kind {
+		case "DDEATH":
+			dead[dev] = true
+			if len(d.Payload.Metrics) != 0 {
+				t.Errorf("peer: DDEATH %s with metrics %+v", dev, d.Payload.Metrics)
+			}
+		case "DBIRTH":
+			dead[dev] = false
+		case "DDATA":
+			if dead[dev] {
+				t.Errorf("peer: message %d DDATA for %s after its DDEATH without a DBIRTH", i, dev)
+			}
+		}
 		for _, m := range d.Payload.Metrics {
 			switch kind {
 			case "DBIRTH":
