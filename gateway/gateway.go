@@ -158,12 +158,52 @@ func payloadFormat(cfg *config.Config, writes *uplink.Writes, log *slog.Logger) 
 		s := cfg.MQTT.Sparkplug
 		return sparkplug.New(sparkplug.Config{
 			Group: s.Group, Node: cfg.Gateway.ID, PrimaryHost: s.PrimaryHost, DataQoS: s.DataQoS,
-			BdSeqFile: cfg.Buffer.Path + ".bdseq", Writes: writes,
+			BdSeqFile: cfg.Buffer.Path + ".bdseq", Writes: writes, Catalog: sparkplugCatalog(cfg),
 		}, log)
 	case config.FormatThingsBoard:
 		return thingsboard.New(cfg.Gateway.ID, cfg.MQTT.QoS), nil
 	}
 	return jsonenc.Encoder{}, nil
+}
+
+// sparkplugCatalog lists each Modbus device's tags with the kind of value
+// it reads, so that its DBIRTH names every tag before the first poll. OPC
+// UA tags are left out: their type is known once read, and the Sparkplug
+// format learns them from the records.
+func sparkplugCatalog(cfg *config.Config) []sparkplug.CatalogDevice {
+	var cat []sparkplug.CatalogDevice
+	for _, d := range cfg.Devices {
+		if d.Modbus == nil {
+			continue
+		}
+		cd := sparkplug.CatalogDevice{Name: d.Name}
+		for _, t := range d.Modbus.Tags {
+			ct := sparkplug.CatalogTag{Name: t.Name, Unit: t.Unit}
+			switch t.Type {
+			case modbus.TypeBool:
+				ct.Kind = telemetry.KindBool
+			case modbus.TypeString:
+				ct.Kind = telemetry.KindString
+			case modbus.TypeNone:
+			default:
+				switch {
+				case t.Scale != nil || t.ValueOffset != nil:
+					ct.Kind = telemetry.KindFloat // raw*scale + value_offset
+				case t.Type == modbus.TypeFloat32:
+					ct.Kind, ct.Float32 = telemetry.KindFloat, true
+				case t.Type == modbus.TypeFloat64:
+					ct.Kind = telemetry.KindFloat
+				case t.Type == modbus.TypeInt16 || t.Type == modbus.TypeInt32 || t.Type == modbus.TypeInt64:
+					ct.Kind = telemetry.KindInt
+				default: // uint16/32/64, bcd16/32
+					ct.Kind = telemetry.KindUint
+				}
+			}
+			cd.Tags = append(cd.Tags, ct)
+		}
+		cat = append(cat, cd)
+	}
+	return cat
 }
 
 func uplinkConfig(cfg *config.Config) uplink.Config {
