@@ -32,6 +32,14 @@ const (
 	MaxPause = 10 * time.Second
 	// MaxDescription is the longest tag description accepted, in characters.
 	MaxDescription = 256
+	// DefaultAuditBytes and DefaultAuditFiles bound the audit log: it is
+	// rotated at DefaultAuditBytes and DefaultAuditFiles old files are
+	// kept. The default audit.path is audit.log beside the buffer file.
+	DefaultAuditBytes = ByteSize(10 << 20) // 10MiB
+	DefaultAuditFiles = 5
+	// MinAuditBytes and MaxAuditFiles limit audit.max_bytes and audit.files.
+	MinAuditBytes = ByteSize(64 << 10)
+	MaxAuditFiles = 100
 )
 
 // Values of Buffer.Sync and MQTT.Format.
@@ -54,6 +62,7 @@ type Config struct {
 	Buffer  Buffer  `yaml:"buffer"`
 	API     API     `yaml:"api"`
 	MQTT    MQTT    `yaml:"mqtt"`
+	Audit   Audit   `yaml:"audit"`
 	// ProfilesDir is the folder searched first for device profiles, before
 	// the built-in ones; relative to the config file's folder, "profiles"
 	// beside it by default. After Load it is the resolved path.
@@ -140,6 +149,17 @@ type TLS struct {
 	CAFile   string `yaml:"ca_file"`   // PEM roots; the system roots when empty
 	CertFile string `yaml:"cert_file"` // client certificate for mutual TLS, with KeyFile
 	KeyFile  string `yaml:"key_file"`
+}
+
+// Audit configures the audit log: JSON lines of every write attempt and
+// of buffer drops, rotated by size. At most (Files+1) × MaxBytes bytes are
+// kept.
+type Audit struct {
+	// Path is the log file; relative to the config file's folder, and
+	// audit.log beside buffer.path by default. Rotated files get .1, .2, ...
+	Path     string   `yaml:"path"`
+	MaxBytes ByteSize `yaml:"max_bytes"` // the file is rotated before it grows past this
+	Files    int      `yaml:"files"`     // rotated files kept
 }
 
 // Device is one device the gateway polls. It has exactly one connection

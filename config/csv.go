@@ -106,7 +106,7 @@ func (x *extras) parseCSV(file string, data []byte) *csvTags {
 			fail(hline, h, "column named twice")
 		case foreign[tagType][h] != "":
 			fail(hline, h, "%s; tags_csv is for Modbus devices only", foreign[tagType][h])
-		case reserved[tagType][h] != "":
+		case reserved[tagType][h] != "": // a key named by the design but not implemented yet
 			x.errs = append(x.errs, &Error{File: file, Line: hline, Path: h, Err: ErrNotSupported,
 				Msg: fmt.Sprintf("%s %v", reserved[tagType][h], ErrNotSupported)})
 			ct.failed = true
@@ -158,9 +158,13 @@ func (x *extras) parseCSV(file string, data []byte) *csvTags {
 		for i, cell := range rec {
 			if cell = strings.TrimSpace(cell); cell != "" {
 				l, _ := r.FieldPos(i)
+				tag := "!!str"
+				if strings.EqualFold(cell, "true") || strings.EqualFold(cell, "false") {
+					tag = "!!bool" // writable, verify; a string column takes the text as it is
+				}
 				row.Content = append(row.Content,
 					&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: cols[i], Line: l},
-					&yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: cell, Line: l})
+					&yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: cell, Line: l})
 			}
 		}
 		rows.Content = append(rows.Content, row)

@@ -175,12 +175,10 @@ var (
 )
 
 // reserved lists keys that fieldgate's design names but this version does
-// not implement, by the struct they belong in; they are reported as not
-// supported rather than unknown.
-var reserved = map[reflect.Type]map[string]string{
-	tagType:      {"writable": "writes are", "min": "min (for writes) is", "max": "max (for writes) is"},
-	opcuaTagType: {"writable": "writes are", "min": "min (for writes) is", "max": "max (for writes) is"},
-}
+// not implement, by the struct they belong in, with what to call them
+// ("writes are"); they are reported as not supported (ErrNotSupported)
+// rather than unknown. None are reserved at present.
+var reserved = map[reflect.Type]map[string]string{}
 
 // foreign lists, by tag struct, the keys that belong to the other
 // protocol's tags, with what to say instead of "unknown key".

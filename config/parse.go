@@ -123,6 +123,9 @@ func setDefaults(c *Config, src *source) {
 		def("buffer.sync_interval", func() { c.Buffer.SyncInterval = DefaultSyncInterval })
 	}
 	def("api.listen", func() { c.API.Listen = DefaultAPIListen })
+	def("audit.path", func() { c.Audit.Path = filepath.Join(filepath.Dir(c.Buffer.Path), "audit.log") })
+	def("audit.max_bytes", func() { c.Audit.MaxBytes = DefaultAuditBytes })
+	def("audit.files", func() { c.Audit.Files = DefaultAuditFiles })
 
 	m := &c.MQTT
 	if u, err := url.Parse(m.URL); err == nil && u.Host != "" && u.Port() == "" {
@@ -213,6 +216,7 @@ func resolvePaths(c *Config, dir string) {
 		}
 	}
 	abs(&c.Buffer.Path)
+	abs(&c.Audit.Path)
 	abs(&c.ProfilesDir)
 	for i := range c.Devices {
 		abs(&c.Devices[i].TagsCSV)

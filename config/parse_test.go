@@ -64,7 +64,9 @@ mqtt: { url: "ftp://x" }
 }
 
 func TestNotSupportedIsDetectable(t *testing.T) {
-	_, err := Parse("p.yaml", []byte("gateway: {id: g}\nmqtt: {url: tcp://b}\ndevices: [{name: d1, modbus: {url: tcp://10.0.0.21}, tags: [{name: t, address: 40001, type: uint16, writable: true}]}]\n"))
+	reserved[tagType] = map[string]string{"x_later": "x_later is"}
+	defer delete(reserved, tagType)
+	_, err := Parse("p.yaml", []byte("gateway: {id: g}\nmqtt: {url: tcp://b}\ndevices: [{name: d1, modbus: {url: tcp://10.0.0.21}, tags: [{name: t, address: 40001, type: uint16, x_later: true}]}]\n"))
 	if !errors.Is(err, ErrNotSupported) {
 		t.Fatalf("errors.Is(ErrNotSupported) false for %v", err)
 	}

@@ -59,6 +59,8 @@ func validate(c *Config, src *source) []*Error {
 		v.device(fmt.Sprintf("devices[%d]", i), &c.Devices[i], names)
 	}
 	v.buses(c)
+	v.audit(c)
+	v.commandTopic(c)
 	return v.errs
 }
 
@@ -298,6 +300,9 @@ func (v *validator) device(p string, d *Device, names map[string]string) {
 	}
 	if d.OPCUA != nil {
 		v.opcua(p, d)
+		for j, t := range d.OPCUA.Tags {
+			v.writeKeys(fmt.Sprintf("%s.tags[%d]", p, j), writeKeys{t.Writable, t.Min, t.Max, t.RateLimit, t.Verify}, "")
+		}
 		return
 	}
 	if d.Modbus == nil {
@@ -504,6 +509,7 @@ func (v *validator) tag(p string, t *modbus.Tag, maxRegs uint16, devPoll time.Du
 		}
 	}
 	v.report(p, t, numeric || !typed, poll, note)
+	v.modbusWrites(p, t, table)
 	return nameOK
 }
 
@@ -547,4 +553,139 @@ func bitTableName(t modbus.Table) string {
 		return "coil"
 	}
 	return "discrete input"
+}
+
+// modbusWrites checks the write keys of the Modbus tag t at path p, read
+// from table: only coils and holding registers can be written, and min
+// and max need a numeric type.
+func (v *validator) modbusWrites(p string, t *modbus.Tag, table modbus.Table) {
+	if t.Writable && (table == modbus.DiscreteInput || table == modbus.InputRegister) {
+		what := "a discrete input"
+		if table == modbus.InputRegister {
+			what = "an input register"
+		}
+		v.errorf(p+".writable", "the tag is %s, which Modbus cannot write; only coils (1-9999) and holding registers (40001-49999) are writable", what)
+	}
+	kind := ""
+	if t.Type == modbus.TypeBool || t.Type == modbus.TypeString {
+		kind = t.Type.String()
+	}
+	v.writeKeys(p, writeKeys{t.Writable, t.Min, t.Max, t.RateLimit, t.Verify}, kind)
+}
+
+// writeKeys are a tag's settings for cloud-to-device writes.
+type writeKeys struct {
+	writable  bool
+	min, max  *float64
+	rateLimit string
+	verify    bool
+}
+
+// writeKeys checks the write keys of the tag at p: min, max, rate_limit
+// and verify only with writable: true; min and max not on a tag of type
+// kind ("bool" or "string"; "" for numeric or unknown types), and min <=
+// max; rate_limit in the form ParseRateLimit reads.
+func (v *validator) writeKeys(p string, w writeKeys, kind string) {
+	if !w.writable {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"min", w.min != nil}, {"max", w.max != nil}, {"rate_limit", w.rateLimit != ""}, {"verify", w.verify}} {
+			if k.set {
+				v.errorf(p+"."+k.key, "only with writable: true (%s applies to cloud-to-device writes, which are off for this tag)", k.key)
+			}
+		}
+		return
+	}
+	switch {
+	case kind != "" && w.min != nil:
+		v.errorf(p+".min", "only for numeric types, not %s", kind)
+	case kind != "" && w.max != nil:
+		v.errorf(p+".max", "only for numeric types, not %s", kind)
+	case w.min != nil && w.max != nil && *w.min > *w.max:
+		v.errorf(p+".min", "min %g is greater than max %g", *w.min, *w.max)
+	}
+	if w.rateLimit != "" {
+		if _, _, err := ParseRateLimit(w.rateLimit); err != nil {
+			v.errorf(p+".rate_limit", "%v", err)
+		}
+	}
+}
+
+// MaxRateLimit is the most writes a tag's rate_limit may allow per period.
+const MaxRateLimit = 10000
+
+// ParseRateLimit reads a tag's rate_limit: N writes per period, written
+// N/s, N/min or N/h (also N/second, N/minute, N/hour), N a whole number
+// 1..MaxRateLimit.
+func ParseRateLimit(s string) (n int, per time.Duration, err error) {
+	num, unit, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if ok {
+		switch strings.ToLower(strings.TrimSpace(unit)) {
+		case "s", "sec", "second":
+			per = time.Second
+		case "m", "min", "minute":
+			per = time.Minute
+		case "h", "hour":
+			per = time.Hour
+		}
+	}
+	n, nerr := strconv.Atoi(strings.TrimSpace(num))
+	if per == 0 || nerr != nil {
+		return 0, 0, fmt.Errorf("%q is not a rate limit; write writes per period as 1/s, 10/min or 100/h", s)
+	}
+	if n < 1 || n > MaxRateLimit {
+		return 0, 0, fmt.Errorf("%q: the number of writes must be 1..%d", s, MaxRateLimit)
+	}
+	return n, per, nil
+}
+
+// commandTopic checks that JSON set commands can name their device: with
+// format json and a writable tag, the command topic is mqtt.topic with
+// {device} as a + wildcard and /set appended, so {device} must fill whole
+// topic levels.
+func (v *validator) commandTopic(c *Config) {
+	if c.MQTT.Format != FormatJSON || v.src.covered("mqtt.topic") {
+		return
+	}
+	writable := false
+	for _, d := range c.Devices {
+		for _, t := range d.Tags {
+			writable = writable || t.Writable
+		}
+		for _, t := range d.OPCUATags {
+			writable = writable || t.Writable
+		}
+	}
+	if !writable {
+		return
+	}
+	levels := strings.Split(c.MQTT.Topic, "/")
+	whole := false
+	for _, l := range levels {
+		switch {
+		case l == "{device}":
+			whole = true
+		case strings.Contains(l, "{device}"):
+			v.errorf("mqtt.topic", "%q: {device} must be a whole topic level (as in fieldgate/{gateway}/{device}) for writable tags, whose set command topic replaces it with the wildcard +", c.MQTT.Topic)
+			return
+		}
+	}
+	if !whole {
+		v.errorf("mqtt.topic", "%q has no {device} level, so a set command cannot name its device; writable tags need {device} as a whole topic level (as in fieldgate/{gateway}/{device})", c.MQTT.Topic)
+	}
+}
+
+// audit checks the audit section.
+func (v *validator) audit(c *Config) {
+	a := &c.Audit
+	if a.Path == "" {
+		v.errorf("audit.path", "must not be empty; leave the key out for audit.log beside the buffer file")
+	}
+	if a.MaxBytes < MinAuditBytes {
+		v.errorf("audit.max_bytes", "must be at least %v, got %v", MinAuditBytes, a.MaxBytes)
+	}
+	if a.Files < 1 || a.Files > MaxAuditFiles {
+		v.errorf("audit.files", "must be 1..%d, got %d", MaxAuditFiles, a.Files)
+	}
 }

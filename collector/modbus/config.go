@@ -69,6 +69,22 @@ type Tag struct {
 	Deadband   Deadband      `yaml:"deadband"`
 	Report     Report        `yaml:"report"`
 	MaxSilence time.Duration `yaml:"max_silence"`
+
+	// Writable allows cloud-to-device writes of the tag (coils and holding
+	// registers only); off by default. Min, Max, RateLimit and Verify
+	// need it.
+	Writable bool `yaml:"writable" json:",omitempty"`
+	// Min and Max bound the values a write may set, in engineering units
+	// (after scale and value_offset); numeric types only. They do not
+	// limit what is read (see Clamp).
+	Min *float64 `yaml:"min" json:",omitempty"`
+	Max *float64 `yaml:"max" json:",omitempty"`
+	// RateLimit caps the writes accepted for the tag: N per second,
+	// minute or hour, written 1/s, 10/min or 100/h. Empty: no cap.
+	RateLimit string `yaml:"rate_limit" json:",omitempty"`
+	// Verify reads the tag back after each write and compares it with
+	// the value written.
+	Verify bool `yaml:"verify" json:",omitempty"`
 }
 
 // Clamp is the range a tag's value is held to.

@@ -106,6 +106,20 @@ type Tag struct {
 	Deadband   Deadband      `yaml:"deadband"`
 	Report     Report        `yaml:"report"`
 	MaxSilence time.Duration `yaml:"max_silence"`
+
+	// Writable allows cloud-to-device writes of the tag; off by default.
+	// Min, Max, RateLimit and Verify need it.
+	Writable bool `yaml:"writable" json:",omitempty"`
+	// Min and Max bound the numeric values a write may set; a write of a
+	// bool or string to a tag with either is refused.
+	Min *float64 `yaml:"min" json:",omitempty"`
+	Max *float64 `yaml:"max" json:",omitempty"`
+	// RateLimit caps the writes accepted for the tag: N per second,
+	// minute or hour, written 1/s, 10/min or 100/h. Empty: no cap.
+	RateLimit string `yaml:"rate_limit" json:",omitempty"`
+	// Verify reads the node back after each write and compares it with
+	// the value written.
+	Verify bool `yaml:"verify" json:",omitempty"`
 }
 
 // Mode is how a tag is collected.
