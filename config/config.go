@@ -144,11 +144,21 @@ type Sparkplug struct {
 }
 
 // TLS holds the files for tls:// broker URLs, relative to the config
-// file's folder. Load does not read them; the uplink does when it dials.
+// file's folder; ${ENV} in them is expanded (for example
+// ${CREDENTIALS_DIRECTORY}/gw.key under systemd). Load does not read them;
+// the gateway does when it starts. The broker's certificate is always
+// verified unless InsecureSkipVerify is set.
 type TLS struct {
 	CAFile   string `yaml:"ca_file"`   // PEM roots; the system roots when empty
 	CertFile string `yaml:"cert_file"` // client certificate for mutual TLS, with KeyFile
 	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name the broker's certificate must carry (and the
+	// TLS SNI); empty means the host of mqtt.url.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any broker certificate, so anyone on the
+	// path can read and change the traffic. For bench tests only; the
+	// gateway logs a warning at every start while it is set.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // Audit configures the audit log: JSON lines of every write attempt and

@@ -24,7 +24,8 @@ import (
 // it came from, used in error messages and to resolve relative paths. It
 // reads the device profiles and tags_csv files that devices name,
 // mqtt.password_file and api.token_file, and expands ${ENV} in
-// mqtt.password, but otherwise does no I/O. The error joins every problem
+// mqtt.password, opcua auth passwords and the paths of secret and
+// certificate files, but otherwise does no I/O. The error joins every problem
 // found (each an *Error), sorted by file (this one first) and position.
 func Parse(name string, data []byte) (*Config, error) {
 	src := newSource(name)
@@ -48,6 +49,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		errs = append(errs, x.errs...)
 		files = append(files, x.files...)
 		setDefaults(c, src)
+		errs = append(errs, expandPaths(c, src)...)
 		resolvePaths(c, filepath.Dir(name))
 		errs = append(errs, validate(c, src)...)
 		errs = append(errs, resolveSecrets(c, src)...)
@@ -237,6 +239,45 @@ func resolvePaths(c *Config, dir string) {
 	}
 }
 
+// expandPaths expands ${ENV} in the paths of secret and certificate files,
+// so that systemd credentials can be named as
+// ${CREDENTIALS_DIRECTORY}/mqtt.pass. It runs before resolvePaths: a path
+// that expands to an absolute one is not joined to the config's folder.
+func expandPaths(c *Config, src *source) []*Error {
+	var errs []*Error
+	expand := func(path string, p *string) {
+		if !strings.Contains(*p, "${") {
+			return
+		}
+		s, err := expandEnv(*p)
+		if err != nil {
+			if !src.covered(path) {
+				errs = append(errs, src.errorAt(nil, path, err, "%v", err))
+				src.bad[path] = true // reported; resolveSecrets does not read it
+			}
+			return
+		}
+		*p = s
+	}
+	expand("api.token_file", &c.API.TokenFile)
+	expand("mqtt.password_file", &c.MQTT.PasswordFile)
+	if t := c.MQTT.TLS; t != nil {
+		expand("mqtt.tls.ca_file", &t.CAFile)
+		expand("mqtt.tls.cert_file", &t.CertFile)
+		expand("mqtt.tls.key_file", &t.KeyFile)
+	}
+	for i := range c.Devices {
+		if ua := c.Devices[i].OPCUA; ua != nil {
+			p := fmt.Sprintf("devices[%d].opcua.", i)
+			expand(p+"cert_file", &ua.CertFile)
+			expand(p+"key_file", &ua.KeyFile)
+			expand(p+"auth.cert_file", &ua.Auth.CertFile)
+			expand(p+"auth.key_file", &ua.Auth.KeyFile)
+		}
+	}
+	return errs
+}
+
 var envRef = regexp.MustCompile(`\$\$\{|\$\{([^}]*)\}|\$\{`)
 
 // expandEnv replaces ${NAME} in s with the environment variable NAME;
@@ -259,6 +300,9 @@ func expandEnv(s string) (string, error) {
 		v, ok := os.LookupEnv(name)
 		if !ok && err == nil {
 			err = fmt.Errorf("environment variable %s is not set", name)
+			if name == "CREDENTIALS_DIRECTORY" {
+				err = fmt.Errorf("%w (systemd sets it for a unit with LoadCredential=; see docs/security.md)", err)
+			}
 		}
 		return v
 	})
@@ -292,7 +336,7 @@ func resolveSecrets(c *Config, src *source) []*Error {
 			fail("mqtt.password", err, "%v", err)
 		}
 		m.Password = Secret(p)
-	case m.PasswordFile != "":
+	case m.PasswordFile != "" && !src.covered("mqtt.password_file"):
 		p, err := readSecret(m.PasswordFile)
 		if err != nil {
 			fail("mqtt.password_file", err, "%v", err)
@@ -310,7 +354,7 @@ func resolveSecrets(c *Config, src *source) []*Error {
 		}
 		d.OPCUA.Auth.Password = opcua.Secret(p)
 	}
-	if c.API.TokenFile != "" {
+	if c.API.TokenFile != "" && !src.covered("api.token_file") {
 		t, err := readSecret(c.API.TokenFile)
 		if err != nil {
 			fail("api.token_file", err, "%v", err)

@@ -153,8 +153,19 @@ func (v *validator) mqtt(m *MQTT) {
 			v.errorf("mqtt.tls", "only with a tls:// url")
 		}
 	}
-	if t := m.TLS; t != nil && (t.CertFile == "") != (t.KeyFile == "") {
-		v.errorf("mqtt.tls", "set both cert_file and key_file for a client certificate, or neither")
+	if t := m.TLS; t != nil {
+		switch {
+		case t.CertFile != "" && t.KeyFile == "":
+			v.errorf("mqtt.tls.cert_file", "set key_file too: a client certificate needs its private key (or set neither)")
+		case t.CertFile == "" && t.KeyFile != "":
+			v.errorf("mqtt.tls.key_file", "set cert_file too: a private key needs its client certificate (or set neither)")
+		}
+		if t.InsecureSkipVerify && t.CAFile != "" {
+			v.errorf("mqtt.tls.insecure_skip_verify", "ca_file is never used when the broker's certificate is not verified; remove one of them")
+		}
+		if t.ServerName != "" && (strings.ContainsAny(t.ServerName, " /:@") || !utf8.ValidString(t.ServerName)) {
+			v.errorf("mqtt.tls.server_name", "%q is not a host name", t.ServerName)
+		}
 	}
 	if m.Username == "" && (m.Password != "" || m.PasswordFile != "") {
 		v.errorf("mqtt.username", "required with a password (MQTT 3.1.1 sends no password without a user name)")
