@@ -166,12 +166,17 @@ func (l *Log) Write(e Entry) error {
 }
 
 func (l *Log) writeLocked(line []byte) error {
-	if l.f != nil && l.size > 0 && l.size+int64(len(line)) > l.opts.MaxBytes {
-		if err := l.rotateLocked(); err != nil {
+	if l.f == nil {
+		if err := l.open(); err != nil {
 			return err
 		}
 	}
-	if l.f == nil {
+	if l.size > 0 && l.size+int64(len(line)) > l.opts.MaxBytes {
+		// A failed rotation leaves the file closed: the line is lost
+		// rather than written past the bound.
+		if err := l.rotateLocked(); err != nil {
+			return err
+		}
 		if err := l.open(); err != nil {
 			return err
 		}
@@ -185,7 +190,7 @@ func (l *Log) writeLocked(line []byte) error {
 }
 
 // rotateLocked closes the file and shifts path.N-1 → path.N … path →
-// path.1, deleting the oldest. The next write opens a new path.
+// path.1, deleting the oldest.
 func (l *Log) rotateLocked() error {
 	err := l.f.Close()
 	l.f = nil
