@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -214,7 +215,7 @@ func (d *Driver) Connect(ctx context.Context) error {
 	}
 	if err := c.Connect(ctx); err != nil {
 		_ = c.Close(context.Background())
-		return fmt.Errorf("connect %s: %w", d.cfg.URL, err)
+		return fmt.Errorf("connect %s: %w", d.cfg.URL, d.identityError(err))
 	}
 	dctx, stop := context.WithCancel(context.Background())
 	notes := make(chan *opcua.PublishNotificationData, 256)
@@ -253,6 +254,34 @@ func (d *Driver) Connect(ctx context.Context) error {
 	}
 	d.last = time.Now()
 	return nil
+}
+
+// identityError words a refused user identity (ActivateSession failing
+// with BadUserAccessDenied or BadIdentityToken*) so that it names the
+// user; other errors are returned as they are.
+func (d *Driver) identityError(err error) error {
+	var code ua.StatusCode
+	if !errors.As(err, &code) {
+		return err
+	}
+	var name string
+	switch code {
+	case ua.StatusBadUserAccessDenied:
+		name = "BadUserAccessDenied"
+	case ua.StatusBadIdentityTokenRejected:
+		name = "BadIdentityTokenRejected"
+	case ua.StatusBadIdentityTokenInvalid:
+		name = "BadIdentityTokenInvalid"
+	default:
+		return err
+	}
+	if strings.EqualFold(d.cfg.Auth.Mode, "certificate") {
+		return fmt.Errorf("the server refused the user certificate (%s): trust it on the server, or check that the user it maps to may log in: %w", name, err)
+	}
+	if strings.EqualFold(d.cfg.Auth.Mode, "username") {
+		return fmt.Errorf("the server refused user %q (%s): wrong user name or password, or the user may not log in: %w", d.cfg.Auth.Username, name, err)
+	}
+	return fmt.Errorf("the server refused anonymous access (%s): set auth.mode username or certificate: %w", name, err)
 }
 
 // subscribe creates group gi's subscription and monitored items, and

@@ -3,6 +3,7 @@ package opcua
 import (
 	"bufio"
 	"context"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -15,15 +16,29 @@ import (
 	"github.com/fieldgate/fieldgate/telemetry"
 )
 
-// startNodeOPCUA starts testdata/nodeopcua/server.js, an OPC UA server
-// from node-opcua, an implementation independent of gopcua. It needs node
-// and `npm install` run in testdata/nodeopcua; without them the test is
+// peer is a running testdata/nodeopcua/server.js.
+type peer struct {
+	url   string
+	pki   string // its PKI folder, "" without security
+	in    io.Writer
+	lines chan string // its stdout after READY
+}
+
+// startNodeOPCUA starts a node-opcua server without security; see
+// startPeer.
+func startNodeOPCUA(t *testing.T) string { return startPeer(t, "").url }
+
+// startPeer starts testdata/nodeopcua/server.js, an OPC UA server from
+// node-opcua, an implementation independent of gopcua. With pki set it
+// offers every security policy and mode, keeps its certificates there and
+// accepts any client certificate (see server.js). It needs node and
+// `npm install` run in testdata/nodeopcua; without them the test is
 // skipped, or fails when the environment variable CI is set.
-func startNodeOPCUA(t *testing.T) string {
+func startPeer(t *testing.T, pki string) *peer {
 	t.Helper()
 	dir, _ := filepath.Abs(filepath.Join("testdata", "nodeopcua"))
 	missing := func(why string) {
-		msg := why + "; run: (cd collector/opcua/testdata/nodeopcua && npm install) to install node-opcua"
+		msg := why + "; run: (cd collector/opcua/testdata/nodeopcua && npm install --no-package-lock) to install node-opcua"
 		if os.Getenv("CI") != "" {
 			t.Fatal(msg)
 		}
@@ -43,11 +58,19 @@ func startNodeOPCUA(t *testing.T) string {
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, node, "server.js", strconv.Itoa(port))
+	args := []string{"server.js", strconv.Itoa(port)}
+	if pki != "" {
+		args = append(args, pki)
+	}
+	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = dir
 	cmd.Stderr = os.Stderr
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,22 +81,70 @@ func startNodeOPCUA(t *testing.T) string {
 		cancel()
 		_ = cmd.Wait()
 	})
+	p := &peer{pki: pki, in: in, lines: make(chan string, 16)}
 	ready := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if p, ok := strings.CutPrefix(sc.Text(), "READY "); ok {
-				ready <- p
+			if port, ok := strings.CutPrefix(sc.Text(), "READY "); ok {
+				ready <- port
+				continue
+			}
+			if strings.HasPrefix(sc.Text(), "OK ") || strings.HasPrefix(sc.Text(), "STATS ") || strings.HasPrefix(sc.Text(), "ERR ") {
+				p.lines <- sc.Text()
 			}
 		}
+		close(p.lines)
 	}()
 	select {
-	case p := <-ready:
-		return "opc.tcp://127.0.0.1:" + p
+	case port := <-ready:
+		p.url = "opc.tcp://127.0.0.1:" + port
+		return p
 	case <-time.After(60 * time.Second):
 		t.Fatal("node-opcua server did not start in 60s")
 	}
+	return nil
+}
+
+// command sends one command to server.js and returns its answer.
+func (p *peer) command(t *testing.T, cmd string) string {
+	t.Helper()
+	if _, err := io.WriteString(p.in, cmd+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case line, ok := <-p.lines:
+		if !ok {
+			t.Fatalf("%s: the server exited", cmd)
+		}
+		if strings.HasPrefix(line, "ERR ") {
+			t.Fatalf("%s: %s", cmd, line)
+		}
+		return line
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: no answer in 10s", cmd)
+	}
 	return ""
+}
+
+// stats returns the counts of the server's "stats" command.
+func (p *peer) stats(t *testing.T) map[string]int {
+	t.Helper()
+	m := map[string]int{}
+	for _, f := range strings.Fields(strings.TrimPrefix(p.command(t, "stats"), "STATS ")) {
+		k, v, _ := strings.Cut(f, "=")
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatalf("stats: %q", f)
+		}
+		m[k] = n
+	}
+	return m
+}
+
+// serverCert returns the path of the peer's own certificate (PEM).
+func (p *peer) serverCert() string {
+	return filepath.Join(p.pki, "server", "own", "certs", "certificate.pem")
 }
 
 // TestNodeOPCUAPeer reads values of several types through namespace-URI

@@ -232,7 +232,7 @@ func TestCollectorRecovers(t *testing.T) {
 // OpenSecureChannel request and fails with "invalid node id type";
 // gopcua/opcua#815, fixed upstream after v0.8.0 by #817), so against the
 // in-process server only policy None is tested here; Sign and
-// SignAndEncrypt are tested against node-opcua in peer_test.go. What is
+// SignAndEncrypt are tested against node-opcua in secure_peer_test.go. What is
 // tested: None with anonymous access, a policy the server lacks (the error
 // names what it offers), and the gateway certificate generated on first
 // use with its key at mode 0600.
