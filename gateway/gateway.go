@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -85,7 +86,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 	g.writes = uplink.NewWrites(nil, 0, log.With("component", "writes"))
 	ucfg := uplinkConfig(cfg)
 	ucfg.Writes = g.writes
-	if ucfg.TLS, err = tlsConfig(cfg.MQTT.TLS); err != nil {
+	if ucfg.TLS, err = tlsConfig(cfg.MQTT, log.With("component", "uplink")); err != nil {
 		closeDrivers(devs)
 		_ = q.Close()
 		return nil, err
@@ -226,29 +227,67 @@ func uplinkConfig(cfg *config.Config) uplink.Config {
 	}
 }
 
-// tlsConfig loads the CA and client certificate files of mqtt.tls. Nil
-// settings give nil: the system roots, no client certificate.
-func tlsConfig(t *config.TLS) (*tls.Config, error) {
+// tlsConfig builds the TLS settings of mqtt.tls: the roots of ca_file (the
+// system's when empty), the client certificate, and the server name. Nil
+// settings give nil: the system roots, the URL's host, no client
+// certificate. The broker's certificate is verified unless
+// insecure_skip_verify is set, which is logged as a warning at every start.
+//
+// With ca_file the certificate is verified here, in VerifyConnection, with
+// the same checks crypto/tls makes (chain to the roots, validity, server
+// name, server-auth usage), so that a failure names the CA file.
+func tlsConfig(m config.MQTT, log *slog.Logger) (*tls.Config, error) {
+	t := m.TLS
 	if t == nil {
 		return nil, nil
 	}
-	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mqtt.tls.ca_file: %s holds no PEM certificate", t.CAFile)
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if c.ServerName == "" {
+		if u, err := url.Parse(m.URL); err == nil {
+			c.ServerName = u.Hostname()
 		}
 	}
 	if t.CertFile != "" || t.KeyFile != "" {
 		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("mqtt.tls.cert_file/key_file: %w", err)
+			return nil, fmt.Errorf("mqtt.tls.cert_file %s, key_file %s: %w", t.CertFile, t.KeyFile, err)
 		}
 		c.Certificates = []tls.Certificate{cert}
+	}
+	if t.InsecureSkipVerify {
+		log.Warn("mqtt.tls.insecure_skip_verify is set: the broker's certificate is not verified, so anyone on the network path can pose as the broker and read or change everything the gateway sends; set mqtt.tls.ca_file instead",
+			"url", m.URL)
+		c.InsecureSkipVerify = true
+		return c, nil
+	}
+	if t.CAFile == "" {
+		return c, nil
+	}
+	pem, err := os.ReadFile(t.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt.tls.ca_file: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("mqtt.tls.ca_file: %s holds no PEM certificate", t.CAFile)
+	}
+	name, caFile := c.ServerName, t.CAFile
+	c.RootCAs = roots
+	// crypto/tls's own check is replaced by the equal one below, which is
+	// run on every handshake, resumed ones included.
+	c.InsecureSkipVerify = true
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the broker sent no certificate")
+		}
+		opts := x509.VerifyOptions{Roots: roots, DNSName: name, Intermediates: x509.NewCertPool()}
+		for _, ic := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(ic)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			return fmt.Errorf("broker certificate not trusted with mqtt.tls.ca_file %s: %w", caFile, err)
+		}
+		return nil
 	}
 	return c, nil
 }

@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/fieldgate/fieldgate/telemetry"
 )
@@ -571,7 +573,62 @@ func (s *session) connect() error {
 	case <-t.C:
 	}
 	s.client.Disconnect(0)
-	return fmt.Errorf("connect to %s: %w", s.u.cfg.URL, err)
+	return fmt.Errorf("connect to %s: %w", s.u.cfg.URL, explainConnect(err))
+}
+
+// explainConnect says what a refused connection most likely means for the
+// configuration: who refused whom, and which setting to look at. Other
+// errors are returned unchanged.
+func explainConnect(err error) error {
+	var verr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var badName x509.HostnameError
+	alert, remote := remoteAlert(err)
+	switch {
+	case errors.Is(err, packets.ErrorRefusedNotAuthorised), errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
+		return fmt.Errorf("the broker refused the user name or password (mqtt.username, mqtt.password or password_file) or does not let this client in: %w", err)
+	case remote && alert == alertCertificateRequired:
+		return fmt.Errorf("the broker requires a client certificate (mutual TLS): set mqtt.tls.cert_file and key_file: %w", err)
+	case remote && (alert == alertBadCertificate || alert == alertUnknownCA || alert == alertCertificateUnknown ||
+		alert == alertCertificateExpired || alert == alertUnsupportedCertificate):
+		return fmt.Errorf("the broker refused the client certificate of mqtt.tls.cert_file (not signed by a CA it trusts, expired, or not for client authentication): %w", err)
+	case remote && alert == alertHandshakeFailure:
+		return fmt.Errorf("the broker ended the TLS handshake; if it requires client certificates, set mqtt.tls.cert_file and key_file: %w", err)
+	case errors.As(err, &verr) && errors.As(err, &unknownCA):
+		return fmt.Errorf("the broker's certificate is not signed by a CA the system trusts; set mqtt.tls.ca_file to the CA that signed it: %w", err)
+	case errors.As(err, &verr) && errors.As(err, &badName):
+		return fmt.Errorf("the broker's certificate is not for the host of mqtt.url (set mqtt.tls.server_name to a name it carries): %w", err)
+	}
+	return err
+}
+
+// TLS alerts that explainConnect recognises (RFC 8446 section 6.2).
+const (
+	alertHandshakeFailure       = tls.AlertError(40)
+	alertBadCertificate         = tls.AlertError(42)
+	alertUnsupportedCertificate = tls.AlertError(43)
+	alertCertificateExpired     = tls.AlertError(45)
+	alertCertificateUnknown     = tls.AlertError(46)
+	alertUnknownCA              = tls.AlertError(48)
+	alertCertificateRequired    = tls.AlertError(116)
+)
+
+// remoteAlert returns the TLS alert the peer sent, if err is one. crypto/tls
+// reports a received alert as a *net.OpError with Op "remote error" around
+// an unexported alert type whose text is that of the tls.AlertError with the
+// same code.
+func remoteAlert(err error) (tls.AlertError, bool) {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return 0, false
+	}
+	for _, a := range []tls.AlertError{alertHandshakeFailure, alertBadCertificate, alertUnsupportedCertificate,
+		alertCertificateExpired, alertCertificateUnknown, alertUnknownCA, alertCertificateRequired} {
+		if op.Err.Error() == a.Error() {
+			return a, true
+		}
+	}
+	return 0, false
 }
 
 // shutdown is the clean end of a session: retained offline status, up to
