@@ -37,7 +37,13 @@
 //     catalog device that is not down.
 //   - A primary host's STATE offline ends the connection (the broker sends
 //     NDEATH); data stays in the buffer until the host is back.
-//   - DCMD (writes) are refused with a logged reason until writes exist.
+//   - DCMD: each metric (by name, or by an alias of the device's birth)
+//     becomes an uplink.WriteRequest (Source "sparkplug") with a value of
+//     the metric's datatype (Boolean, integer types, Float, Double,
+//     String, Text; any other is rejected as bad_request), submitted to
+//     Config.Writes, the gateway's one write path. Sparkplug has no result
+//     message: the result is logged (Info when done, Warn with its code),
+//     and a write that was done shows in the device's next DDATA.
 //
 // Births are QoS 0, as the specification requires. Data and DDEATH are
 // QoS 0 by default (Config.DataQoS); see the QoS section of docs/payload-sparkplug.md
@@ -390,8 +396,8 @@ var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c
 func (doneToken) Done() <-chan struct{} { return closed }
 func (doneToken) Error() error          { return nil }
 
-// Command handles NCMD (rebirth), DCMD (refused) and the primary host's
-// STATE.
+// Command handles NCMD (rebirth), DCMD (writes, see handleDCMD) and the
+// primary host's STATE.
 func (f *Format) Command(p uplink.Publisher, topic string, payload []byte) error {
 	switch {
 	case topic == f.state:
@@ -434,13 +440,7 @@ func (f *Format) Command(p uplink.Publisher, topic string, payload []byte) error
 		f.log.Warn("NCMD without a known metric ignored")
 		return nil
 	default: // DCMD
-		var pl sproto.Payload
-		_ = proto.Unmarshal(payload, &pl)
-		var names []string
-		for _, m := range pl.GetMetrics() {
-			names = append(names, m.GetName())
-		}
-		f.log.Warn("DCMD refused: writes are not supported yet", "topic", topic, "metrics", names)
+		f.handleDCMD(topic, payload)
 		return nil
 	}
 }
