@@ -57,6 +57,16 @@ type Writer interface {
 	Write(ctx context.Context, req WriteRequest) WriteResult
 }
 
+// Rejecter is implemented by Writers that keep a record of every attempt
+// (the gateway's audit log): Writes calls Reject for the requests it
+// answers without calling Write (queue full, gateway stopping), and a
+// format for a command it could not parse (RejectBadRequest; the request
+// then holds what could be read). Reject may be called from any goroutine,
+// concurrently with Write, and must not block for long.
+type Rejecter interface {
+	Reject(req WriteRequest, r WriteResult)
+}
+
 // DefaultWriteQueue is how many write requests may wait in Writes before
 // new ones are rejected with RejectBusy.
 const DefaultWriteQueue = 64
@@ -98,7 +108,21 @@ func (ws *Writes) Submit(req WriteRequest, done func(WriteResult)) {
 	case ws.jobs <- writeJob{req: req, done: done}:
 	default:
 		ws.log.Warn("write rejected: queue full", "device", req.Device, "tag", req.Tag, "source", req.Source)
-		done(WriteResult{Code: RejectBusy, Reason: "too many writes waiting; try again later"})
+		r := WriteResult{Code: RejectBusy, Reason: "too many writes waiting; try again later"}
+		ws.Reject(req, r)
+		done(r)
+	}
+}
+
+// Reject records a request answered without being carried out (see
+// Rejecter); the caller publishes r itself. It does nothing when the
+// Writer keeps no record, or ws is nil.
+func (ws *Writes) Reject(req WriteRequest, r WriteResult) {
+	if ws == nil {
+		return
+	}
+	if rj, ok := ws.w.(Rejecter); ok {
+		rj.Reject(req, r)
 	}
 }
 
@@ -111,7 +135,9 @@ func (ws *Writes) Run(ctx context.Context) error {
 			for {
 				select {
 				case j := <-ws.jobs:
-					j.done(WriteResult{Code: RejectBusy, Reason: "the gateway is stopping"})
+					r := WriteResult{Code: RejectBusy, Reason: "the gateway is stopping"}
+					ws.Reject(j.req, r)
+					j.done(r)
 				default:
 					return nil
 				}

@@ -76,6 +76,13 @@ type Format interface {
 // encoderFormat is the Format of a plain Encoder: one message per record to
 // Config.Topic, QoS Config.QoS, and the retained status topic (online on
 // connect, offline as will and on a clean stop).
+//
+// With Config.Writes set it also takes JSON set commands (see
+// ParseSetCommand) on {data topic}/set, subscribed as the data topic
+// template with {device} replaced by the wildcard + (so {device} must fill
+// whole topic levels; otherwise no command topic is subscribed), and
+// answers each on {data topic}/set/result, QoS 1, not retained (see
+// AppendSetResult).
 type encoderFormat struct {
 	u      *Uplink
 	enc    Encoder
@@ -86,7 +93,69 @@ func (f *encoderFormat) Will() (Message, error) {
 	return Message{Topic: f.u.statusTopic, QoS: 1, Retained: true, Payload: f.u.statusPayload("offline")}, nil
 }
 
-func (f *encoderFormat) Subscriptions() []string { return nil }
+func (f *encoderFormat) Subscriptions() []string {
+	if f.u.cfg.Writes == nil {
+		return nil
+	}
+	filter, ok := f.commandFilter()
+	if !ok {
+		f.u.log.Warn("no set command topic: {device} is not a whole level of the topic template, so a command could not name its device", "topic", f.u.cfg.Topic)
+		return nil
+	}
+	return []string{filter}
+}
+
+// commandSuffix ends the set command topic of a device's data topic; the
+// result topic adds resultSuffix.
+const (
+	commandSuffix = "/set"
+	resultSuffix  = "/result"
+)
+
+// commandFilter returns the subscription of the set commands: the data
+// topic with each {device} level replaced by +, then /set. ok is false when
+// the template has no {device}, or one that shares a level with other text.
+func (f *encoderFormat) commandFilter() (string, bool) {
+	t := f.u.topic
+	if len(t.names) == 0 {
+		return "", false
+	}
+	for i := range t.names {
+		before, after := t.lits[i], t.lits[i+1]
+		if before != "" && !strings.HasSuffix(before, "/") || after != "" && !strings.HasPrefix(after, "/") {
+			return "", false
+		}
+	}
+	return t.expand("+") + commandSuffix, true
+}
+
+// commandDevice returns the device a set command topic names, or "" when
+// the topic does not match the filter (or names two devices).
+func (f *encoderFormat) commandDevice(topic string) string {
+	filter, ok := f.commandFilter()
+	if !ok || !strings.HasSuffix(topic, commandSuffix) {
+		return ""
+	}
+	want := strings.Split(filter, "/")
+	got := strings.Split(topic, "/")
+	if len(want) != len(got) {
+		return ""
+	}
+	device := ""
+	for i, w := range want {
+		switch {
+		case w != "+":
+			if got[i] != w {
+				return ""
+			}
+		case device == "":
+			device = got[i]
+		case got[i] != device:
+			return ""
+		}
+	}
+	return device
+}
 
 func (f *encoderFormat) Online(_ context.Context, p Publisher) (Token, error) {
 	return p.Publish(Message{Topic: f.u.statusTopic, QoS: 1, Retained: true, Payload: f.u.statusPayload("online")}), nil
@@ -100,7 +169,29 @@ func (f *encoderFormat) Publish(p Publisher, dst []byte, r *telemetry.Record, hi
 	return p.Publish(Message{Topic: f.topicFor(r.Batch.Device), QoS: f.u.cfg.QoS, Payload: payload}), payload, nil
 }
 
-func (f *encoderFormat) Command(Publisher, string, []byte) error { return nil }
+// Command parses a set command and hands it to Config.Writes; the result
+// is published when the write is done (at once for a payload that does not
+// parse). It never ends the connection.
+func (f *encoderFormat) Command(p Publisher, topic string, payload []byte) error {
+	device := f.commandDevice(topic)
+	if device == "" {
+		return nil // not a topic of ours (a retained message on a wider filter)
+	}
+	result := topic + resultSuffix
+	cmd, err := ParseSetCommand(payload)
+	if err != nil {
+		f.u.log.Warn("set command rejected", "topic", topic, "err", err)
+		r := WriteResult{Code: RejectBadRequest, Reason: err.Error()}
+		f.u.cfg.Writes.Reject(WriteRequest{ID: cmd.IDText(), Source: "json", Topic: topic, Device: device, Tag: cmd.Tag, Value: cmd.Value}, r)
+		p.Publish(Message{Topic: result, QoS: 1, Payload: AppendSetResult(nil, cmd.ID, device, cmd.Tag, r)})
+		return nil
+	}
+	req := WriteRequest{ID: cmd.IDText(), Source: "json", Topic: topic, Device: device, Tag: cmd.Tag, Value: cmd.Value}
+	f.u.cfg.Writes.Submit(req, func(r WriteResult) {
+		p.Publish(Message{Topic: result, QoS: 1, Payload: AppendSetResult(nil, cmd.ID, device, cmd.Tag, r)})
+	})
+	return nil
+}
 
 func (f *encoderFormat) Offline(p Publisher) Token {
 	return p.Publish(Message{Topic: f.u.statusTopic, QoS: 1, Retained: true, Payload: f.u.statusPayload("offline")})
