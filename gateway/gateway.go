@@ -162,7 +162,7 @@ func payloadFormat(cfg *config.Config, writes *uplink.Writes, log *slog.Logger) 
 			BdSeqFile: cfg.Buffer.Path + ".bdseq", Writes: writes, Catalog: sparkplugCatalog(cfg),
 		}, log)
 	case config.FormatThingsBoard:
-		return thingsboard.New(cfg.Gateway.ID, cfg.MQTT.QoS), nil
+		return thingsboard.New(cfg.Gateway.ID, cfg.MQTT.QoS, writes, log), nil
 	}
 	return jsonenc.Encoder{}, nil
 }

@@ -12,14 +12,21 @@
 // v1/gateway/disconnect for every connected device. All messages are QoS 1
 // (Config.QoS): a record leaves the buffer after its PUBACK.
 //
-// Writes (ThingsBoard RPC on v1/gateway/rpc) are not handled yet: they
-// need the write allow-list of the write/security issue.
+// Writes are ThingsBoard server-side RPC: Format subscribes v1/gateway/rpc,
+// turns a request {"device":NAME,"data":{"id":N,"method":M,"params":P}}
+// with method "set" (params {"tag":T,"value":V}) or "set_<tag>" (params
+// the value) into an uplink.WriteRequest (Source "thingsboard") submitted to
+// the gateway's Writes, and publishes the result on v1/gateway/rpc as
+// {"device":NAME,"id":N,"data":{"success":true}} or
+// {"device":NAME,"id":N,"data":{"success":false,"code":C,"error":REASON}}
+// (see rpc.go and docs/payload-thingsboard.md).
 //
 // Format is safe for concurrent use.
 package thingsboard
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"strconv"
 	"sync"
@@ -35,12 +42,15 @@ const (
 	TopicDisconnect = "v1/gateway/disconnect"
 	TopicTelemetry  = "v1/gateway/telemetry"
 	TopicAttributes = "v1/gateway/attributes"
+	TopicRPC        = "v1/gateway/rpc" // requests from ThingsBoard and the gateway's replies
 )
 
 // Format is the ThingsBoard gateway API; it implements uplink.Format.
 type Format struct {
 	gateway string
 	qos     byte
+	writes  *uplink.Writes
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	devices map[string]*device
@@ -53,12 +63,17 @@ type device struct {
 }
 
 // New returns a Format for the gateway id gateway, publishing with qos
-// (0 means 1).
-func New(gateway string, qos byte) *Format {
+// (0 means 1). RPC writes go to writes (nil rejects them as
+// writes_disabled); log may be nil.
+func New(gateway string, qos byte, writes *uplink.Writes, log *slog.Logger) *Format {
 	if qos == 0 {
 		qos = 1
 	}
-	return &Format{gateway: gateway, qos: qos, devices: make(map[string]*device)}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Format{gateway: gateway, qos: qos, writes: writes, log: log.With("component", "thingsboard"),
+		devices: make(map[string]*device)}
 }
 
 // Encode appends r's telemetry payload; it implements uplink.Encoder.
@@ -77,8 +92,8 @@ func (f *Format) Will() (uplink.Message, error) {
 	return uplink.Message{}, nil
 }
 
-// Subscriptions returns none (RPC is not handled yet).
-func (f *Format) Subscriptions() []string { return nil }
+// Subscriptions returns the RPC topic.
+func (f *Format) Subscriptions() []string { return []string{TopicRPC} }
 
 // Online publishes nothing; devices connect with their first record.
 func (f *Format) Online(context.Context, uplink.Publisher) (uplink.Token, error) { return nil, nil }
@@ -113,9 +128,6 @@ func (f *Format) Publish(p uplink.Publisher, dst []byte, r *telemetry.Record, _ 
 	payload := AppendTelemetry(dst, &r.Batch)
 	return p.Publish(uplink.Message{Topic: TopicTelemetry, QoS: f.qos, Payload: payload}), payload, nil
 }
-
-// Command is not called (no subscriptions).
-func (f *Format) Command(uplink.Publisher, string, []byte) error { return nil }
 
 // Offline disconnects every connected device; the token is the last one's.
 func (f *Format) Offline(p uplink.Publisher) uplink.Token {

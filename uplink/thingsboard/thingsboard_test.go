@@ -51,7 +51,7 @@ func decode(t *testing.T, ms []uplink.Message) []decoded {
 // disconnect against the shapes of ThingsBoard's gateway MQTT API
 // (thingsboard.io/docs/reference/gateway-mqtt-api).
 func TestGatewayAPIMessageShapes(t *testing.T) {
-	f := New("line3-gw", 0)
+	f := New("line3-gw", 0, nil, nil)
 	if w, _ := f.Will(); w.Topic != "" {
 		t.Errorf("will %q, want none", w.Topic)
 	}
