@@ -224,15 +224,18 @@ func (f *Format) handleDCMD(topic string, payload []byte) {
 	f.mu.Unlock()
 	if err != nil {
 		f.log.Warn("DCMD rejected", "code", uplink.RejectBadRequest, "topic", topic, "err", err)
+		f.cfg.Writes.Reject(uplink.WriteRequest{Source: "sparkplug", Topic: topic, Device: name},
+			uplink.WriteResult{Code: uplink.RejectBadRequest, Reason: "not a Sparkplug B payload: " + err.Error()})
 		return
 	}
 	for _, w := range writes {
+		req := uplink.WriteRequest{Source: "sparkplug", Topic: topic, Device: name, Tag: w.tag, Value: w.value}
 		if w.reason != "" {
 			f.log.Warn("DCMD metric rejected", "code", uplink.RejectBadRequest, "device", name,
 				"tag", w.tag, "alias", w.alias, "reason", w.reason)
+			f.cfg.Writes.Reject(req, uplink.WriteResult{Code: uplink.RejectBadRequest, Reason: w.reason}) // for the audit log
 			continue
 		}
-		req := uplink.WriteRequest{Source: "sparkplug", Topic: topic, Device: name, Tag: w.tag, Value: w.value}
 		f.cfg.Writes.Submit(req, func(r uplink.WriteResult) {
 			if r.OK() {
 				f.log.Info("DCMD write done", "device", req.Device, "tag", req.Tag, "value", req.Value)

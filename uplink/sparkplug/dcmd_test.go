@@ -164,9 +164,23 @@ func FuzzDCMD(f *testing.F) {
 // recWriter is an uplink.Writer that records requests and answers each
 // with the result its function chooses.
 type recWriter struct {
-	mu     sync.Mutex
-	reqs   []uplink.WriteRequest
-	result func(uplink.WriteRequest) uplink.WriteResult
+	mu       sync.Mutex
+	reqs     []uplink.WriteRequest
+	rejected []string // "tag code" of each Reject
+	result   func(uplink.WriteRequest) uplink.WriteResult
+}
+
+// Reject records a request rejected before Write, as the audit log does.
+func (w *recWriter) Reject(r uplink.WriteRequest, res uplink.WriteResult) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rejected = append(w.rejected, r.Tag+" "+res.Code)
+}
+
+func (w *recWriter) rejects() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.rejected...)
 }
 
 func (w *recWriter) Write(_ context.Context, r uplink.WriteRequest) uplink.WriteResult {
@@ -273,6 +287,9 @@ func TestDCMDWritesThroughWrites(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, w.requests(), cmp.AllowUnexported(telemetry.Value{})); diff != "" {
 		t.Errorf("write requests (-want +got):\n%s", diff)
+	}
+	if got := w.rejects(); !cmp.Equal(got, []string{"when bad_request"}) {
+		t.Errorf("rejections recorded %v, want the DateTime metric as bad_request", got)
 	}
 	out := strings.ReplaceAll(logs.String(), " component=sparkplug", "")
 	for _, s := range []string{

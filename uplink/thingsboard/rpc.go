@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/fieldgate/fieldgate/telemetry"
@@ -99,45 +98,14 @@ func parseRPC(b []byte) (r rpcRequest, ok bool) {
 	return r, true
 }
 
-// jsonValue reads a JSON bool, number or string as a Value: a number
-// without fraction or exponent is an integer (Int, or Uint above the int64
-// range), any other a float.
+// jsonValue reads a JSON bool, number or string as a Value, as every
+// format does (uplink.ParseJSONValue).
 func jsonValue(raw json.RawMessage) (telemetry.Value, string) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 {
-		return telemetry.Value{}, "no value"
+	v, err := uplink.ParseJSONValue(raw)
+	if err != nil {
+		return telemetry.Value{}, "value: " + err.Error()
 	}
-	switch c := raw[0]; {
-	case c == 't' || c == 'f':
-		var b bool
-		if json.Unmarshal(raw, &b) == nil {
-			return telemetry.Bool(b), ""
-		}
-	case c == '"':
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return telemetry.String(s), ""
-		}
-	case c == '-' || (c >= '0' && c <= '9'):
-		var n json.Number
-		if json.Unmarshal(raw, &n) != nil {
-			break
-		}
-		s := n.String()
-		if !strings.ContainsAny(s, ".eE") {
-			if i, err := strconv.ParseInt(s, 10, 64); err == nil {
-				return telemetry.Int(i), ""
-			}
-			if u, err := strconv.ParseUint(s, 10, 64); err == nil {
-				return telemetry.Uint(u), ""
-			}
-		}
-		if x, err := strconv.ParseFloat(s, 64); err == nil {
-			return telemetry.Float(x), ""
-		}
-		return telemetry.Value{}, fmt.Sprintf("number %s is out of range", s)
-	}
-	return telemetry.Value{}, "value must be a boolean, a number or a string"
+	return v, ""
 }
 
 // Command handles a message on TopicRPC: a write request is submitted to
@@ -157,12 +125,14 @@ func (f *Format) Command(p uplink.Publisher, topic string, payload []byte) error
 	reply := func(res uplink.WriteResult) {
 		p.Publish(uplink.Message{Topic: TopicRPC, QoS: f.qos, Payload: appendReply(nil, r.device, r.id, res)})
 	}
+	req := uplink.WriteRequest{ID: string(r.id), Source: "thingsboard", Topic: topic, Device: r.device, Tag: r.tag, Value: r.value}
 	if r.reason != "" {
 		f.log.Warn("RPC rejected", "code", uplink.RejectBadRequest, "device", r.device, "method", r.method, "reason", r.reason)
-		reply(uplink.WriteResult{Code: uplink.RejectBadRequest, Reason: r.reason})
+		res := uplink.WriteResult{Code: uplink.RejectBadRequest, Reason: r.reason}
+		f.writes.Reject(req, res) // the audit log records it too
+		reply(res)
 		return nil
 	}
-	req := uplink.WriteRequest{ID: string(r.id), Source: "thingsboard", Topic: topic, Device: r.device, Tag: r.tag, Value: r.value}
 	f.writes.Submit(req, func(res uplink.WriteResult) {
 		if res.OK() {
 			f.log.Info("RPC write done", "device", req.Device, "tag", req.Tag, "value", req.Value, "id", req.ID)

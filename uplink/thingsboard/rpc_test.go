@@ -38,12 +38,12 @@ func TestParseRPC(t *testing.T) {
 		{"set params as a string", `{"device":"d","data":{"id":1,"method":"set","params":"{\"tag\":\"run\",\"value\":true}"}}`, true, "run", telemetry.Bool(true), ""},
 		{"set string", `{"device":"d","data":{"id":"a1","method":"set","params":{"tag":"recipe","value":"A7"}}}`, true, "recipe", telemetry.String("A7"), ""},
 		{"set without tag", `{"device":"d","data":{"id":1,"method":"set","params":{"value":1}}}`, true, "", telemetry.Value{}, "needs params"},
-		{"set null value", `{"device":"d","data":{"id":1,"method":"set","params":{"tag":"x","value":null}}}`, true, "x", telemetry.Value{}, "boolean, a number or a string"},
-		{"set object value", `{"device":"d","data":{"id":1,"method":"set","params":{"tag":"x","value":{}}}}`, true, "x", telemetry.Value{}, "boolean, a number or a string"},
+		{"set null value", `{"device":"d","data":{"id":1,"method":"set","params":{"tag":"x","value":null}}}`, true, "x", telemetry.Value{}, "null is not a value"},
+		{"set object value", `{"device":"d","data":{"id":1,"method":"set","params":{"tag":"x","value":{}}}}`, true, "x", telemetry.Value{}, "not an object"},
 		{"widget set_<tag> bare value", `{"device":"press-1","data":{"id":7,"method":"set_speed","params":1500}}`, true, "speed", telemetry.Int(1500), ""},
 		{"widget set_<tag> switch", `{"device":"press-1","data":{"id":8,"method":"set_running","params":false}}`, true, "running", telemetry.Bool(false), ""},
 		{"set_<tag> value object", `{"device":"press-1","data":{"id":9,"method":"set_speed","params":{"value":-3}}}`, true, "speed", telemetry.Int(-3), ""},
-		{"set_<tag> no params", `{"device":"press-1","data":{"id":9,"method":"set_speed"}}`, true, "speed", telemetry.Value{}, "no value"},
+		{"set_<tag> no params", `{"device":"press-1","data":{"id":9,"method":"set_speed"}}`, true, "speed", telemetry.Value{}, "value: missing"},
 		{"unknown method", `{"device":"press-1","data":{"id":3,"method":"getValue","params":{}}}`, true, "", telemetry.Value{}, "unknown method"},
 		{"no id", `{"device":"press-1","data":{"method":"set","params":{}}}`, false, "", telemetry.Value{}, ""},
 		{"no device", `{"data":{"id":1,"method":"set"}}`, false, "", telemetry.Value{}, ""},
@@ -110,9 +110,23 @@ func FuzzRPC(f *testing.F) {
 // recWriter is an uplink.Writer that records requests and answers each
 // with the result its function chooses.
 type recWriter struct {
-	mu     sync.Mutex
-	reqs   []uplink.WriteRequest
-	result func(uplink.WriteRequest) uplink.WriteResult
+	mu       sync.Mutex
+	reqs     []uplink.WriteRequest
+	rejected []string // "tag code" of each Reject
+	result   func(uplink.WriteRequest) uplink.WriteResult
+}
+
+// Reject records a request rejected before Write, as the audit log does.
+func (w *recWriter) Reject(r uplink.WriteRequest, res uplink.WriteResult) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.rejected = append(w.rejected, r.Tag+" "+res.Code)
+}
+
+func (w *recWriter) rejects() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.rejected...)
 }
 
 func (w *recWriter) Write(_ context.Context, r uplink.WriteRequest) uplink.WriteResult {
@@ -292,6 +306,9 @@ func TestGatewayAPIThroughBroker(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantReplies, got); diff != "" {
 		t.Errorf("RPC replies (-want +got):\n%s", diff)
+	}
+	if got := w.rejects(); !cmp.Equal(got, []string{" bad_request"}) {
+		t.Errorf("rejections recorded %v, want the reboot request as bad_request", got)
 	}
 	wantReqs := []uplink.WriteRequest{
 		{ID: "42", Source: "thingsboard", Topic: TopicRPC, Device: "press-1", Tag: "speed", Value: telemetry.Int(1500)},
