@@ -261,6 +261,11 @@ func (v *validator) topic(path, t string, allowed ...string) {
 	if strings.ContainsAny(t, "+#\x00") {
 		v.errorf(path, "%q must not contain the MQTT wildcards + or #", t)
 	}
+	// Brokers keep $ topics for themselves ($SYS/...); Huawei IoTDA's
+	// $oc/devices/... is the one such prefix a platform asks clients to use.
+	if strings.HasPrefix(t, "$") && !strings.HasPrefix(t, "$oc/") {
+		v.errorf(path, "%q starts with $, which brokers reserve for their own topics; of those only Huawei IoTDA's $oc/ is allowed", t)
+	}
 	for rest := t; ; {
 		i := strings.IndexAny(rest, "{}")
 		if i < 0 {

@@ -230,6 +230,13 @@ func badTopicChars(s string) string {
 	return ""
 }
 
+// HuaweiTopicPrefix starts the topics of Huawei Cloud IoTDA
+// ($oc/devices/{device_id}/sys/properties/report): the one $ topic prefix
+// a template may have. MQTT servers reserve topics starting with $ for
+// their own use ($SYS/... statistics) and most refuse or drop a client's
+// PUBLISH to them, so any other $ template is a mistake.
+const HuaweiTopicPrefix = "$oc/"
+
 // template is a topic template split around its placeholders.
 type template struct {
 	lits  []string // len(lits) == len(names)+1
@@ -250,8 +257,8 @@ func parseTemplate(s string, device bool) (template, error) {
 	if strings.ContainsAny(s, "+#") {
 		return t, fmt.Errorf("%q contains an MQTT wildcard (+ or #); a publish topic cannot", s)
 	}
-	if strings.HasPrefix(s, "$") {
-		return t, fmt.Errorf("%q starts with $, which brokers reserve", s)
+	if strings.HasPrefix(s, "$") && !strings.HasPrefix(s, HuaweiTopicPrefix) {
+		return t, fmt.Errorf("%q starts with $, which brokers reserve for their own topics ($SYS/...); of those only Huawei IoTDA's %s is allowed", s, HuaweiTopicPrefix)
 	}
 	if strings.ContainsRune(s, 0) || !utf8.ValidString(s) {
 		return t, fmt.Errorf("%q contains NUL or invalid UTF-8", s)

@@ -27,6 +27,7 @@ func TestConfigValidate(t *testing.T) {
 		{"unclosed", func(c *Config) { c.Topic = "f/{gateway" }, []string{"topic: unclosed {"}},
 		{"wildcard topic", func(c *Config) { c.Topic = "f/+/{device}" }, []string{"topic:", "wildcard"}},
 		{"device in status", func(c *Config) { c.StatusTopic = "s/{device}" }, []string{"status_topic: placeholder {device} is not allowed here; use {prefix}, {gateway}"}},
+		{"$SYS topic", func(c *Config) { c.Topic = "$SYS/{device}" }, []string{`topic: "$SYS/{device}" starts with $`, "only Huawei IoTDA's $oc/"}},
 		{"qos 2", func(c *Config) { c.QoS = 2 }, []string{"qos: only 1 is supported"}},
 		{"window", func(c *Config) { c.Window = 70000 }, []string{"window: must be 1..65535, got 70000"}},
 		{"negative window", func(c *Config) { c.Window = -1 }, []string{"window: must be 1..65535"}},
@@ -77,6 +78,7 @@ func TestTopicTemplate(t *testing.T) {
 		{"{prefix}/{gateway}/{device}/data", "d", "acme/gw/d/data"},
 		{"{device}/{device}", "d", "d/d"},
 		{"static/topic", "d", "static/topic"},
+		{"$oc/devices/{device}/sys/properties/report", "d1", "$oc/devices/d1/sys/properties/report"}, // Huawei IoTDA
 	}
 	for _, c := range cases {
 		tp, err := parseTemplate(c.tmpl, true)
