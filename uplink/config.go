@@ -232,9 +232,9 @@ func badTopicChars(s string) string {
 
 // HuaweiTopicPrefix starts the topics of Huawei Cloud IoTDA
 // ($oc/devices/{device_id}/sys/properties/report): the one $ topic prefix
-// a template may have. MQTT servers reserve topics starting with $ for
-// their own use ($SYS/... statistics) and most refuse or drop a client's
-// PUBLISH to them, so any other $ template is a mistake.
+// a template may have. The MQTT specification keeps topics starting with $
+// for the server's own use ($SYS/... statistics), and a server may refuse
+// or drop a client's PUBLISH to them, so any other $ template is a mistake.
 const HuaweiTopicPrefix = "$oc/"
 
 // template is a topic template split around its placeholders.
