@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/api"
+	"github.com/fieldgate/fieldgate/audit"
 	"github.com/fieldgate/fieldgate/buffer"
 	"github.com/fieldgate/fieldgate/collector"
 	"github.com/fieldgate/fieldgate/collector/modbus"
@@ -31,6 +32,10 @@ import (
 
 // Options are the parts of a gateway that do not come from its config file.
 type Options struct {
+	// DropAuditInterval is how often the buffer's drop counters are
+	// checked for buffer_drop audit entries; 0 means every 10 s.
+	DropAuditInterval time.Duration
+
 	// Observe, when set, is called with every batch after the buffer has
 	// committed it, from the device's goroutine. It must not keep the batch.
 	Observe func(b *telemetry.Batch)
@@ -46,7 +51,9 @@ type Gateway struct {
 	queue  *buffer.Queue
 	coll   *collector.Collector
 	up     *uplink.Uplink
-	writes *uplink.Writes // the one write path of every format's commands
+	writes *uplink.Writes // the queue of every format's commands, carried out by wr
+	wr     *writer        // the one write path: checks, audit, metrics
+	audit  *audit.Log
 
 	api     *api.Server // nil when api.listen is empty or could not listen
 	quality qualityCounts
@@ -83,12 +90,21 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 	}
 	g.queue = q
 
-	g.writes = uplink.NewWrites(nil, 0, log.With("component", "writes"))
+	al, err := audit.Open(cfg.Audit.Path, audit.Options{MaxBytes: int64(cfg.Audit.MaxBytes), Files: cfg.Audit.Files}, log.With("component", "audit"))
+	if err != nil {
+		closeDrivers(devs)
+		_ = q.Close()
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	g.audit = al
+	g.wr = newWriter(cfg, devs, al, log.With("component", "writes"))
+	g.writes = uplink.NewWrites(g.wr, 0, log.With("component", "writes"))
 	ucfg := uplinkConfig(cfg)
 	ucfg.Writes = g.writes
 	if ucfg.TLS, err = tlsConfig(cfg.MQTT, log.With("component", "uplink")); err != nil {
 		closeDrivers(devs)
 		_ = q.Close()
+		_ = al.Close()
 		return nil, err
 	}
 	var up *uplink.Uplink
@@ -99,6 +115,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		closeDrivers(devs)
 		_ = q.Close()
+		_ = al.Close()
 		return nil, fmt.Errorf("uplink: %w", err)
 	}
 	g.up = up
@@ -303,6 +320,7 @@ func (g *Gateway) sink(ctx context.Context, b *telemetry.Batch) error {
 		return nil // the collector keeps polling; the error is counted and logged
 	}
 	g.quality.add(b)
+	g.wr.observe(b)
 	if g.opts.Observe != nil {
 		g.opts.Observe(b)
 	}
@@ -344,10 +362,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 			apiErr = g.api.Run(upCtx) // up as long as the uplink, to watch it drain
 		}()
 	}
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		_ = g.writes.Run(upCtx) // commands arrive while the uplink is up
+	}()
+	go func() {
+		defer wg.Done()
+		g.auditDrops(upCtx, g.dropInterval()) // last check after the collector's final commits
 	}()
 	go func() {
 		defer wg.Done()
@@ -365,6 +387,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		"buffer", g.cfg.Buffer.Path, "mqtt", g.cfg.MQTT.URL)
 	wg.Wait()
 	closeErr := g.queue.Close()
+	if err := g.audit.Close(); err != nil {
+		g.log.Error("closing the audit log failed", "path", g.audit.Path(), "err", err)
+	}
 	if collErr != nil {
 		collErr = fmt.Errorf("collector: %w", collErr)
 	}

@@ -37,8 +37,11 @@ const (
 	RejectOutOfRange    = "out_of_range" // outside the tag's min/max
 	RejectRateLimited   = "rate_limited" // over the tag's rate limit
 	RejectBusy          = "busy"         // too many writes waiting
-	FailDevice          = "device_error" // the device refused the write or did not answer
-	FailVerify          = "verify_failed"
+	// RejectAuditUnavailable: the audit log could not be written, and a
+	// write that leaves no trace is not carried out.
+	RejectAuditUnavailable = "audit_unavailable"
+	FailDevice             = "device_error" // the device refused the write or did not answer
+	FailVerify             = "verify_failed"
 )
 
 // WriteResult is the outcome of a WriteRequest.

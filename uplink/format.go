@@ -42,10 +42,13 @@ type Publisher interface {
 // Call order, per connection: Will (before CONNECT), then after CONNACK and
 // after the Subscriptions are granted, Online once; then Publish for each
 // record from the uplink's sender goroutine, while Command may be called at
-// any time from paho's goroutines; on a clean stop Offline once before
-// DISCONNECT. Methods of one connection are never called after the next
-// connection's Will. An implementation must be safe for Command running
-// concurrently with Publish.
+// any time from paho's router goroutine, one message at a time in arrival
+// order; on a clean stop Offline once before DISCONNECT. Methods of one
+// connection are never called after the next connection's Will. An
+// implementation must be safe for Command running concurrently with
+// Publish, and Command must not block: it may publish but must not wait
+// for a token (paho handles PUBACKs only after Command returns), and it
+// hands writes to Config.Writes instead of carrying them out.
 type Format interface {
 	// Will returns the last will of the next connection (an empty Topic
 	// for none). An error fails

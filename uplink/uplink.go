@@ -399,7 +399,11 @@ func (u *Uplink) clientOptions(s *session, will Message) *mqtt.ClientOptions {
 	o.SetCleanSession(true) // the buffer, not the broker session, holds unacked data
 	o.SetAutoReconnect(false)
 	o.SetConnectRetry(false)
-	o.SetOrderMatters(false)
+	// Commands (set commands, DCMD, RPC) reach Format.Command one at a
+	// time in arrival order, so that two writes of one tag are carried out
+	// in the order sent. Command only parses and queues (see Writes), and
+	// never waits for a token, so it cannot stall paho's router.
+	o.SetOrderMatters(true)
 	o.SetKeepAlive(c.KeepAlive)
 	o.SetPingTimeout(pingTimeout(c.KeepAlive))
 	o.SetConnectTimeout(c.ConnectTimeout)
