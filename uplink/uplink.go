@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -286,6 +288,9 @@ type session struct {
 
 	connMu sync.Mutex
 	conn   net.Conn // the raw connection, closed by fail
+	// certAsked records that the broker asked for a client certificate
+	// during the TLS handshake and none was configured.
+	certAsked atomic.Bool
 
 	fifo  chan flight   // sent, in order; closed by the sender when it stops
 	freed chan struct{} // the acker freed window slots
@@ -350,6 +355,16 @@ func (s *session) dial(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 		}
 		if cfg.ServerName == "" {
 			cfg.ServerName, _, _ = net.SplitHostPort(u.addr)
+		}
+		if len(cfg.Certificates) == 0 && cfg.GetClientCertificate == nil {
+			// Send no certificate, as without the callback, but note that
+			// the broker asked: with TLS 1.3 a broker that requires one
+			// refuses only after the handshake, and its alert can be lost
+			// when it resets the connection.
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				s.certAsked.Store(true)
+				return new(tls.Certificate), nil
+			}
 		}
 		tc := tls.Client(conn, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
@@ -567,6 +582,9 @@ func (s *session) connect() error {
 		err = errConnectTimout
 	case <-s.ctx.Done():
 		err = s.ctx.Err()
+		if s.failed() && s.err != nil {
+			err = s.err // the session failed (a write did), not Run's ctx
+		}
 	}
 	if err == nil {
 		return nil
@@ -577,13 +595,14 @@ func (s *session) connect() error {
 	case <-t.C:
 	}
 	s.client.Disconnect(0)
-	return fmt.Errorf("connect to %s: %w", s.u.cfg.URL, explainConnect(err))
+	return fmt.Errorf("connect to %s: %w", s.u.cfg.URL, explainConnect(err, s.u.useTLS, s.certAsked.Load()))
 }
 
 // explainConnect says what a refused connection most likely means for the
-// configuration: who refused whom, and which setting to look at. Other
-// errors are returned unchanged.
-func explainConnect(err error) error {
+// configuration: who refused whom, and which setting to look at. useTLS
+// says the connection was TLS, certAsked that the broker asked for a client
+// certificate and none was sent. Other errors are returned unchanged.
+func explainConnect(err error, useTLS, certAsked bool) error {
 	var verr *tls.CertificateVerificationError
 	var unknownCA x509.UnknownAuthorityError
 	var badName x509.HostnameError
@@ -602,8 +621,19 @@ func explainConnect(err error) error {
 		return fmt.Errorf("the broker's certificate is not signed by a CA the system trusts; set mqtt.tls.ca_file to the CA that signed it: %w", err)
 	case errors.As(err, &verr) && errors.As(err, &badName):
 		return fmt.Errorf("the broker's certificate is not for the host of mqtt.url (set mqtt.tls.server_name to a name it carries): %w", err)
+	case useTLS && certAsked && closedByPeer(err):
+		return fmt.Errorf("the broker asked for a client certificate, none is set, and it closed the connection (mutual TLS): set mqtt.tls.cert_file and key_file: %w", err)
+	case useTLS && closedByPeer(err):
+		return fmt.Errorf("the broker closed the connection after the TLS handshake; if it requires client certificates it may not accept the one of mqtt.tls.cert_file (the broker's log says why): %w", err)
 	}
 	return err
+}
+
+// closedByPeer reports whether err says the other side closed or reset the
+// connection.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // TLS alerts that explainConnect recognises (RFC 8446 section 6.2).
