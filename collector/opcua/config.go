@@ -84,9 +84,10 @@ func (c *Config) TrustFolder() string {
 	return filepath.Dir(c.CertFile)
 }
 
-// Defaults.
+// Defaults and limits.
 const (
 	DefaultTimeout = 5 * time.Second
+	MaxQueueSize   = 1000 // queue_size of a subscribed tag
 )
 
 // Tag is one variable read from the server.
@@ -106,6 +107,10 @@ type Tag struct {
 	Deadband   Deadband      `yaml:"deadband"`
 	Report     Report        `yaml:"report"`
 	MaxSilence time.Duration `yaml:"max_silence"`
+	// QueueSize is how many changes the server keeps for a subscribed tag
+	// between two publishes (1 when unset: only the latest); all of them
+	// are reported, each with its source timestamp.
+	QueueSize uint32 `yaml:"queue_size" json:",omitempty"`
 
 	// Writable allows cloud-to-device writes of the tag; off by default.
 	// Min, Max, RateLimit and Verify need it.
@@ -319,6 +324,12 @@ func (c *Config) Validate() error {
 		}
 		if t.Poll < 0 {
 			add(i, "poll", errors.New("must not be negative"))
+		}
+		if t.QueueSize != 0 && t.Mode != ModeSubscribe {
+			add(i, "queue_size", errors.New("only with mode: subscribe; a polled tag reads one value per poll"))
+		}
+		if t.QueueSize > MaxQueueSize {
+			add(i, "queue_size", fmt.Errorf("must be at most %d, got %d", MaxQueueSize, t.QueueSize))
 		}
 	}
 	return errors.Join(errs...)

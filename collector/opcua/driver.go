@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -24,23 +25,28 @@ import (
 //   - a poll group is one batched Read request per poll, one point per tag;
 //   - a subscribe group is one subscription (publishing interval = poll)
 //     with a monitored item per tag (sampling interval = poll, queue size
-//     1). Notifications are buffered as they arrive and Read drains them:
-//     it returns, per tag, the latest notification since the previous Read
-//     with the server's source timestamp and status code, and nothing for
-//     tags that did not change. A subscribed tag is thus reported by
-//     exception by the server itself; max_silence still makes the collector
-//     repeat the last reported value as a heartbeat only when the driver
-//     hands it a point, so a silent subscribed tag stays silent (its last
-//     value still holds).
+//     1; with queue_size N, sampling interval = poll/N and queue size N).
+//     Notifications are buffered as they arrive and Read drains them: it
+//     returns, per tag, the latest notification since the previous Read
+//     (with queue_size, every one) with the server's source timestamp and
+//     status code, and nothing for tags that did not change. A subscribed
+//     tag is thus reported by exception by the server itself; a deadband
+//     is asked of the server as a DataChangeFilter (absolute only) and
+//     applied by the driver as well, which matters where the server
+//     refused the filter and for percentages. max_silence still makes the
+//     collector repeat the last reported value as a heartbeat only when
+//     the driver hands it a point, so a silent subscribed tag stays silent
+//     (its last value still holds).
 //
 // Recovery: when the connection or the session is lost the client's state
 // leaves Connected, and the next Read of any group returns an error; the
 // collector then closes the driver, reports the tags Bad and calls Connect
 // with backoff. Connect builds a new client, resolves namespace URIs
 // again, re-creates the subscriptions and checks every monitored item's
-// result. A subscribe group also reads the server's state (i=2259) at most
-// once per second through its Read, so a dead session is noticed even when
-// nothing changes.
+// result. A subscribe group also reads the server's state (i=2259) and
+// asks whether its subscriptions still exist (SetPublishingMode) at most
+// once per second through its Read, so a killed session or a subscription
+// deleted by the server is noticed even when nothing changes.
 type Driver struct {
 	cfg     Config
 	log     *slog.Logger
@@ -54,6 +60,7 @@ type Driver struct {
 	done   chan struct{}      // closed when drain has returned
 	last   time.Time          // the last health check of a subscribe group
 
+	noSubCheck bool   // the server lacks SetPublishingMode; see checkSubscriptions
 	rejected   string // thumbprint of the server certificate refused by the last Connect
 	hostWarned bool   // logged that the certificate does not name the url's host
 
@@ -68,18 +75,24 @@ type tag struct {
 	filter collector.Filter
 	id     *ua.NodeID // resolved at Connect; nil when it failed
 	why    string     // why id is nil
+
+	// subscribe groups only
+	deadband Deadband
+	queue    uint32          // the monitored item's queue size
+	refused  bool            // the server refused its deadband filter once; not asked again
+	last     telemetry.Point // the last point handed out (for the deadband)
+	sent     bool            // last is set
 }
 
 type group struct {
-	poll    time.Duration
-	mode    Mode
-	tags    []tag
-	req     *ua.ReadRequest     // poll: built at Connect
-	pending []telemetry.Point   // subscribe: the latest notification per tag
-	has     []bool              // subscribe: pending[i] is new since the last Read
-	codes   []ua.StatusCode     // the last status per tag, to log changes once
-	logged  []bool              // codes[i] was set once
-	sub     *opcua.Subscription // subscribe: the current subscription
+	poll   time.Duration
+	mode   Mode
+	tags   []tag
+	req    *ua.ReadRequest     // poll: built at Connect
+	queued [][]telemetry.Point // subscribe: per tag, the notifications since the last Read, oldest first
+	codes  []ua.StatusCode     // the last status per tag, to log changes once
+	logged []bool              // codes[i] was set once
+	sub    *opcua.Subscription // subscribe: the current subscription
 }
 
 // New builds the driver for a validated cfg. It does no I/O. A nil log
@@ -127,7 +140,7 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 			byKey[k] = g
 			d.groups = append(d.groups, g)
 		}
-		g.tags = append(g.tags, tag{name: ct.Name, unit: ct.Unit, node: n, filter: filter(ct)})
+		g.tags = append(g.tags, tag{name: ct.Name, unit: ct.Unit, node: n, filter: filter(ct), deadband: ct.Deadband, queue: max(ct.QueueSize, 1)})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -143,8 +156,7 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 			infos[i] = collector.TagInfo{Name: t.name, Unit: t.unit, Filter: t.filter}
 		}
 		d.infos = append(d.infos, infos)
-		g.pending = make([]telemetry.Point, len(g.tags))
-		g.has = make([]bool, len(g.tags))
+		g.queued = make([][]telemetry.Point, len(g.tags))
 		g.codes = make([]ua.StatusCode, len(g.tags))
 		g.logged = make([]bool, len(g.tags))
 	}
@@ -197,6 +209,10 @@ func (d *Driver) Close() error {
 
 // errNotConnected is returned by Read before Connect.
 var errNotConnected = errors.New("not connected")
+
+// errNoSubCheck says that the server cannot be asked whether its
+// subscriptions exist; see checkSubscriptions.
+var errNoSubCheck = errors.New("the server does not support SetPublishingMode")
 
 // Connect opens a secure channel and a session, resolves the tags' node
 // ids, and creates one subscription per subscribe group. A tag whose
@@ -252,6 +268,15 @@ func (d *Driver) Connect(ctx context.Context) error {
 			return fmt.Errorf("connect %s: subscribe (%s group): %w", d.cfg.URL, g.poll, err)
 		}
 	}
+	if err := d.checkSubscriptions(ctx); err != nil {
+		_ = d.Close()
+		if errors.Is(err, errNoSubCheck) {
+			// gopcua v0.8.0's client drops the connection on any Bad
+			// service result: connect again, without the check.
+			return d.Connect(ctx)
+		}
+		return fmt.Errorf("connect %s: %w", d.cfg.URL, err)
+	}
 	d.last = time.Now()
 	return nil
 }
@@ -286,16 +311,21 @@ func (d *Driver) identityError(err error) error {
 
 // subscribe creates group gi's subscription and monitored items, and
 // marks Bad the tags whose item the server refused or that did not
-// resolve.
+// resolve. A tag with an absolute deadband asks the server for a
+// DataChangeFilter; when the server refuses the filter, the item is
+// created without one and the driver applies the deadband itself (it
+// always does for a percentage, whose OPC UA meaning, a share of the
+// engineering range, differs from fieldgate's).
 func (d *Driver) subscribe(ctx context.Context, gi int, notes chan *opcua.PublishNotificationData) error {
 	g := d.groups[gi]
 	now := time.Now()
 	d.mu.Lock()
-	for i, t := range g.tags {
-		g.has[i] = false
+	for i := range g.tags {
+		t := &g.tags[i]
+		g.queued[i] = g.queued[i][:0]
+		t.sent = false
 		if t.id == nil {
-			g.pending[i] = telemetry.Point{Tag: t.name, Unit: t.unit, Quality: telemetry.Bad | telemetry.ReasonConfig, Time: now}
-			g.has[i] = true
+			g.queued[i] = append(g.queued[i], telemetry.Point{Tag: t.name, Unit: t.unit, Quality: telemetry.Bad | telemetry.ReasonConfig, Time: now})
 		}
 	}
 	d.mu.Unlock()
@@ -304,47 +334,116 @@ func (d *Driver) subscribe(ctx context.Context, gi int, notes chan *opcua.Publis
 		return err
 	}
 	g.sub = sub
-	var items []*ua.MonitoredItemCreateRequest
 	var idx []int
 	for i, t := range g.tags {
-		if t.id == nil {
-			continue
+		if t.id != nil {
+			idx = append(idx, i)
 		}
-		req := opcua.NewMonitoredItemCreateRequestWithDefaults(t.id, ua.AttributeIDValue, handle(gi, i))
-		req.RequestedParameters.SamplingInterval = float64(g.poll) / float64(time.Millisecond)
-		req.RequestedParameters.QueueSize = 1
-		items = append(items, req)
-		idx = append(idx, i)
 	}
-	if len(items) == 0 {
+	if len(idx) == 0 {
 		return nil
 	}
-	res, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, items...)
+	codes, err := d.monitor(ctx, gi, idx, true)
 	if err != nil {
 		return err
 	}
-	if res.ResponseHeader != nil && res.ResponseHeader.ServiceResult != ua.StatusOK {
-		return res.ResponseHeader.ServiceResult
+	var retry []int
+	for k, code := range codes {
+		t := &g.tags[idx[k]]
+		if serverFilter(t) && filterRefused(code) {
+			t.refused = true
+			d.log.Warn("the server refused the deadband filter; the gateway applies the deadband itself", "tag", t.name, "node", t.id.String(), "status", code.Error())
+			retry = append(retry, idx[k])
+		}
 	}
-	if len(res.Results) != len(items) {
-		return fmt.Errorf("server created %d monitored items, asked for %d", len(res.Results), len(items))
+	if len(retry) > 0 {
+		again, err := d.monitor(ctx, gi, retry, false)
+		if err != nil {
+			return err
+		}
+		for k, code := range again {
+			for j := range idx {
+				if idx[j] == retry[k] {
+					codes[j] = code
+				}
+			}
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for k, r := range res.Results {
-		if r.StatusCode == ua.StatusOK {
+	for k, code := range codes {
+		if code == ua.StatusOK {
 			continue
 		}
 		i := idx[k]
 		t := &g.tags[i]
-		d.log.Warn("monitored item refused", "tag", t.name, "node", t.id.String(), "code", fmt.Sprintf("0x%08X", uint32(r.StatusCode)), "status", r.StatusCode.Error())
-		g.pending[i] = telemetry.Point{Tag: t.name, Unit: t.unit, Quality: Quality(r.StatusCode), Time: now}
-		if Quality(r.StatusCode).IsGood() {
-			g.pending[i].Quality = telemetry.Bad | telemetry.ReasonDevice
+		d.log.Warn("monitored item refused", "tag", t.name, "node", t.id.String(), "code", fmt.Sprintf("0x%08X", uint32(code)), "status", code.Error())
+		p := telemetry.Point{Tag: t.name, Unit: t.unit, Quality: Quality(code), Time: now}
+		if p.Quality.IsGood() {
+			p.Quality = telemetry.Bad | telemetry.ReasonDevice
 		}
-		g.has[i] = true
+		g.queued[i] = append(g.queued[i][:0], p)
 	}
 	return nil
+}
+
+// serverFilter says whether t's monitored item asks the server for a
+// deadband filter: an absolute deadband the server has not refused.
+func serverFilter(t *tag) bool {
+	return t.deadband.Value > 0 && !t.deadband.Percent && !t.refused
+}
+
+// filterRefused says whether a monitored item's status means the server
+// does not take its filter.
+func filterRefused(code ua.StatusCode) bool {
+	switch code {
+	case ua.StatusBadFilterNotAllowed, ua.StatusBadMonitoredItemFilterUnsupported, ua.StatusBadMonitoredItemFilterInvalid, ua.StatusBadDeadbandFilterInvalid:
+		return true
+	}
+	return false
+}
+
+// monitor creates the monitored items of group gi's tags idx (sampling
+// interval = poll, the tag's queue size, the server's deadband filter
+// when withFilter and serverFilter) and returns each item's status.
+func (d *Driver) monitor(ctx context.Context, gi int, idx []int, withFilter bool) ([]ua.StatusCode, error) {
+	g := d.groups[gi]
+	items := make([]*ua.MonitoredItemCreateRequest, 0, len(idx))
+	for _, i := range idx {
+		t := &g.tags[i]
+		req := opcua.NewMonitoredItemCreateRequestWithDefaults(t.id, ua.AttributeIDValue, handle(gi, i))
+		// With a queue the server samples queue times per publishing
+		// interval, so that a publish carries up to queue changes.
+		req.RequestedParameters.SamplingInterval = float64(g.poll) / float64(t.queue) / float64(time.Millisecond)
+		req.RequestedParameters.QueueSize = t.queue
+		if withFilter && serverFilter(t) {
+			req.RequestedParameters.Filter = ua.NewExtensionObject(&ua.DataChangeFilter{
+				Trigger:       ua.DataChangeTriggerStatusValue,
+				DeadbandType:  uint32(ua.DeadbandTypeAbsolute),
+				DeadbandValue: t.deadband.Value,
+			})
+		}
+		items = append(items, req)
+	}
+	res, err := g.sub.Monitor(ctx, ua.TimestampsToReturnBoth, items...)
+	if err != nil {
+		return nil, err
+	}
+	if res.ResponseHeader != nil && res.ResponseHeader.ServiceResult != ua.StatusOK {
+		return nil, res.ResponseHeader.ServiceResult
+	}
+	if len(res.Results) != len(items) {
+		return nil, fmt.Errorf("server created %d monitored items, asked for %d", len(res.Results), len(items))
+	}
+	codes := make([]ua.StatusCode, len(items))
+	for k, r := range res.Results {
+		codes[k] = r.StatusCode
+		if t := &g.tags[idx[k]]; r.StatusCode == ua.StatusOK && t.queue > 1 && r.RevisedQueueSize < t.queue {
+			d.log.Warn("the server keeps fewer changes than queue_size", "tag", t.name, "queue_size", t.queue, "revised", r.RevisedQueueSize)
+		}
+		d.log.Debug("monitored item", "tag", g.tags[idx[k]].name, "status", r.StatusCode, "sampling", r.RevisedSamplingInterval, "queue", r.RevisedQueueSize)
+	}
+	return codes, nil
 }
 
 // handle is a monitored item's client handle: its group and tag index.
@@ -377,8 +476,7 @@ func (d *Driver) drain(ctx context.Context, notes chan *opcua.PublishNotificatio
 					continue
 				}
 				g := d.groups[gi]
-				g.pending[ti] = d.point(g, ti, it.Value, now)
-				g.has[ti] = true
+				d.queue(g, ti, d.point(g, ti, it.Value, now))
 			}
 		case *ua.StatusChangeNotification:
 			if v.Status != ua.StatusOK && d.subErr == nil {
@@ -391,6 +489,49 @@ func (d *Driver) drain(ctx context.Context, notes chan *opcua.PublishNotificatio
 		}
 		d.mu.Unlock()
 	}
+}
+
+// queue keeps a subscribed tag's new point until Read takes it, unless
+// the deadband drops it. A tag with queue size 1 keeps only the latest
+// point; a larger queue keeps up to two publishes' worth (the collector
+// reads about once per publishing interval), dropping the oldest. d.mu is
+// held.
+func (d *Driver) queue(g *group, ti int, p telemetry.Point) {
+	t := &g.tags[ti]
+	if t.deadband.Value > 0 && t.sent && within(t.last, p, t.deadband) {
+		return
+	}
+	t.last, t.sent = p, true
+	q := g.queued[ti]
+	limit := t.queue
+	if limit > 1 {
+		limit *= 2
+	}
+	if uint32(len(q)) >= limit {
+		q = append(q[:0], q[1:]...)
+	}
+	g.queued[ti] = append(q, p)
+}
+
+// within says whether p is within the deadband of the last point handed
+// out, so that it is not reported: the same quality, numbers both, and
+// |p-last| <= deadband (or <= deadband% of |last|). Any other change is
+// reported.
+func within(last, p telemetry.Point, db Deadband) bool {
+	if p.Quality != last.Quality || !numeric(p.Value) || !numeric(last.Value) {
+		return false
+	}
+	a, b := last.Value.AsFloat(), p.Value.AsFloat()
+	limit := db.Value
+	if db.Percent {
+		limit = db.Value / 100 * math.Abs(a)
+	}
+	return math.Abs(b-a) <= limit // false for NaN
+}
+
+func numeric(v telemetry.Value) bool {
+	k := v.Kind()
+	return k == telemetry.KindInt || k == telemetry.KindUint || k == telemetry.KindFloat
 }
 
 // point converts one tag's data value. It logs the status code whenever it
@@ -490,10 +631,8 @@ func (d *Driver) readSubscribed(ctx context.Context, g *group, dst []telemetry.P
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i := range g.tags {
-		if g.has[i] {
-			dst = append(dst, g.pending[i])
-			g.has[i] = false
-		}
+		dst = append(dst, g.queued[i]...)
+		g.queued[i] = g.queued[i][:0]
 	}
 	return dst, nil
 }
@@ -513,6 +652,57 @@ func (d *Driver) check(ctx context.Context) error {
 			return fmt.Errorf("read %s: server state %s", d.cfg.URL, ua.ServerState(s))
 		}
 	}
+	if err := d.checkSubscriptions(ctx); err != nil {
+		return err
+	}
 	d.last = time.Now()
+	return nil
+}
+
+// checkSubscriptions asks the server whether the subscriptions still
+// exist, with a SetPublishingMode request that enables publishing (which
+// is on already): a subscription the server deleted answers
+// BadSubscriptionIdInvalid, and the Read fails so that the collector
+// reconnects and Connect re-creates it. Connect asks once too: a server
+// without the service (gopcua's own) fails with errNoSubCheck and is not
+// asked again; its subscriptions are then only checked through their
+// status change notifications.
+func (d *Driver) checkSubscriptions(ctx context.Context) error {
+	if d.noSubCheck {
+		return nil
+	}
+	var ids []uint32
+	for _, g := range d.groups {
+		if g.sub != nil {
+			ids = append(ids, g.sub.SubscriptionID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	var res *ua.SetPublishingModeResponse
+	err := d.client.Send(ctx, &ua.SetPublishingModeRequest{PublishingEnabled: true, SubscriptionIDs: ids}, func(r ua.Response) error {
+		var ok bool
+		if res, ok = r.(*ua.SetPublishingModeResponse); !ok {
+			return fmt.Errorf("SetPublishingMode: got a %T", r)
+		}
+		return nil
+	})
+	if errors.Is(err, ua.StatusBadServiceUnsupported) || err == nil && res.ResponseHeader.ServiceResult == ua.StatusBadServiceUnsupported {
+		d.noSubCheck = true
+		d.log.Info("the server does not support SetPublishingMode; subscriptions are checked through their status notifications only")
+		return errNoSubCheck
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: check subscriptions: %w", d.cfg.URL, err)
+	}
+	if sr := res.ResponseHeader.ServiceResult; sr != ua.StatusOK {
+		return fmt.Errorf("read %s: check subscriptions: %s (0x%08X)", d.cfg.URL, sr.Error(), uint32(sr))
+	}
+	for k, code := range res.Results {
+		if k < len(ids) && code != ua.StatusOK {
+			return fmt.Errorf("read %s: subscription %d is gone from the server: %s (0x%08X)", d.cfg.URL, ids[k], code.Error(), uint32(code))
+		}
+	}
 	return nil
 }

@@ -270,3 +270,29 @@ func TestSecurity(t *testing.T) {
 		t.Errorf("certificate URIs: %v", x)
 	}
 }
+
+// TestDeadbandInTheDriver: the simulator ignores deadband filters, so the
+// driver's own deadband decides: a change within it is not reported, a
+// larger one is, and a percentage is relative to the last reported value.
+func TestDeadbandInTheDriver(t *testing.T) {
+	s := startSim(t, opcuasim.Options{})
+	d := newDriver(t, Config{URL: s.URL(), Tags: []Tag{
+		{Name: "temp", Node: s.NodeID("Temperature"), Mode: ModeSubscribe, Deadband: Deadband{Value: 1}},
+		{Name: "pressure", Node: s.NodeID("Pressure"), Mode: ModeSubscribe, Deadband: Deadband{Value: 10, Percent: true}},
+	}})
+	connect(t, d)
+	waitPoints(t, d, 0, func(m map[string]telemetry.Point) bool { return len(m) == 2 })
+	s.Set("Temperature", 22.0)      // +0.5: within
+	s.Set("Pressure", float32(1.3)) // +4%: within
+	s.Set("Temperature", 22.75)     // +1.25 from 21.5: reported
+	s.Set("Pressure", float32(1.5)) // +20%: reported
+	got := waitPoints(t, d, 0, func(m map[string]telemetry.Point) bool { return len(m) == 2 })
+	if got["temp"].Value != telemetry.Float(22.75) || got["pressure"].Value != telemetry.Float32(1.5) {
+		t.Fatalf("got %v", got)
+	}
+	s.Set("Temperature", 23.5) // +0.75 from 22.75: within
+	time.Sleep(300 * time.Millisecond)
+	if pts, err := read(t, d, 0); err != nil || len(pts) != 0 {
+		t.Fatalf("within the deadband: %v %v", pts, err)
+	}
+}

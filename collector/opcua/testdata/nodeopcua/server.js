@@ -87,7 +87,7 @@ const {
   });
   let counter = 0;
   ns.addVariable({
-    componentOf: dev, browseName: "Counter", nodeId: "s=Counter", dataType: DataType.UInt32,
+    componentOf: dev, browseName: "Counter", nodeId: "s=Counter", dataType: DataType.UInt32, minimumSamplingInterval: 10,
     value: { get: () => new Variant({ dataType: DataType.UInt32, value: counter }) },
   });
   setInterval(() => { counter++; }, 50);
@@ -95,7 +95,7 @@ const {
   // deadband of 1 lets about one change in four through.
   let wave = 0;
   ns.addVariable({
-    componentOf: dev, browseName: "Wave", nodeId: "s=Wave", dataType: DataType.Double,
+    componentOf: dev, browseName: "Wave", nodeId: "s=Wave", dataType: DataType.Double, minimumSamplingInterval: 10,
     value: { get: () => new Variant({ dataType: DataType.Double, value: wave }) },
   });
   setInterval(() => { wave = wave >= 10 ? 0 : wave + 0.25; }, 50);
