@@ -39,6 +39,8 @@ type params struct {
 	Sync       string        `json:"sync"`
 	Gateway    string        `json:"-"`
 	KeepDir    bool          `json:"-"`
+	CPUProfile string        `json:"-"` // FIELDGATE_CPUPROFILE for the gateway
+	MemProfile string        `json:"-"` // FIELDGATE_MEMPROFILE for the gateway
 }
 
 func main() {
@@ -83,6 +85,8 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&p.Sync, "sync", "always", "the gateway's buffer.sync: always or interval")
 	fs.StringVar(&p.Gateway, "gateway", "", "fieldgate binary to run (default: go build ./cmd/fieldgate once)")
 	fs.BoolVar(&p.KeepDir, "keep", false, "keep the work directory (config, buffer, gateway log)")
+	fs.StringVar(&p.CPUProfile, "cpuprofile", "", "write the gateway's CPU profile to this file (run N > 1 appends .N)")
+	fs.StringVar(&p.MemProfile, "memprofile", "", "write the gateway's heap profile at its stop to this file (run N > 1 appends .N)")
 	runs := fs.Int("runs", 1, "repeat the workload this many times and report medians")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file (- for stdout)")
 	if err := fs.Parse(args); err != nil {

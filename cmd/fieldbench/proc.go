@@ -38,18 +38,34 @@ func cpuTime(pid int) (time.Duration, error) {
 
 // peakRSS returns VmHWM of pid in bytes.
 func peakRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := procStatus(pid)
 	if err != nil {
 		return 0, err
 	}
+	hwm, ok := st["VmHWM"]
+	if !ok {
+		return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
+	}
+	return hwm, nil
+}
+
+// procStatus returns the sizes in /proc/<pid>/status (the lines in kB:
+// VmHWM, RssAnon, RssFile, ...), in bytes.
+func procStatus(pid int) (map[string]int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				return 0, err
-			}
-			return kb * 1024, nil
+		k, v, ok := strings.Cut(l, ":")
+		v, kB := strings.CutSuffix(strings.TrimSpace(v), " kB")
+		if !ok || !kB {
+			continue
+		}
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			out[k] = n * 1024
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
+	return out, nil
 }

@@ -34,6 +34,8 @@ type result struct {
 	CPUSecPerMillion  float64 `json:"cpu_s_per_million_readings"`
 	CPUCores          float64 `json:"gateway_cpu_cores"` // CPU-seconds per second
 	PeakRSSMiB        float64 `json:"peak_rss_mib"`      // VmHWM at the end of the steady window
+	RSSAnonMiB        float64 `json:"rss_anon_mib"`      // RssAnon then: heap, stacks
+	RSSFileMiB        float64 `json:"rss_file_mib"`      // RssFile then: the binary and the bbolt mmap
 	LatencyP50Ms      float64 `json:"latency_p50_ms"`
 	LatencyP99Ms      float64 `json:"latency_p99_ms"`
 	RequestsPerCycle  float64 `json:"modbus_requests_per_cycle"` // per device
@@ -198,6 +200,14 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 	gw := exec.Command(p.Gateway, "run", "-c", cfgPath, "-log-level", "warn")
 	gw.Stdout, gw.Stderr = logf, logf
 	gw.Env = os.Environ()
+	for _, pe := range []struct{ env, path string }{{"FIELDGATE_CPUPROFILE", p.CPUProfile}, {"FIELDGATE_MEMPROFILE", p.MemProfile}} {
+		if pe.path != "" {
+			if run > 0 {
+				pe.path += "." + strconv.Itoa(run+1)
+			}
+			gw.Env = append(gw.Env, pe.env+"="+pe.path)
+		}
+	}
 	gw.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := gw.Start(); err != nil {
 		return r, fmt.Errorf("start gateway: %w", err)
@@ -255,6 +265,9 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 		return r, err
 	}
 	r.PeakRSSMiB = float64(rss) / (1 << 20)
+	if st, err := procStatus(pid); err == nil {
+		r.RSSAnonMiB, r.RSSFileMiB = float64(st["RssAnon"])/(1<<20), float64(st["RssFile"])/(1<<20)
+	}
 
 	var restore time.Time
 	var fileSize int64
@@ -451,6 +464,7 @@ func printTable(w io.Writer, p params, r result, runs int) {
 	row("readings/s delivered (offered)", fmt.Sprintf("%s (%s)", f(r.ReadingsPerSec, 0), f(r.OfferedPerSec, 0)))
 	row("gateway CPU-s per million readings", f(r.CPUSecPerMillion, 3)+fmt.Sprintf("  (%s cores)", f(r.CPUCores, 2)))
 	row("gateway peak RSS", f(r.PeakRSSMiB, 1)+" MiB")
+	row("gateway RSS at the end: anon / file", f(r.RSSAnonMiB, 1)+" / "+f(r.RSSFileMiB, 1)+" MiB")
 	row("poll-to-broker latency p50 / p99", f(r.LatencyP50Ms, 1)+" / "+f(r.LatencyP99Ms, 1)+" ms")
 	row("Modbus requests per cycle (optimum)", fmt.Sprintf("%s (%s)", f(r.RequestsPerCycle, 3), f(r.OptimumPerCycle, 0)))
 	row("bytes per reading: wire / codec", f(r.WireBytesPerRead, 1)+" / "+f(r.CodecBytesPerRead, 1))
