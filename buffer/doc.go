@@ -34,7 +34,7 @@
 //   - Stored value bytes (Stats.Bytes) never exceed Options.MaxBytes. When an
 //     append would pass the bound, the oldest records are deleted in the same
 //     transaction, counted (DroppedRecords, DroppedPoints) and logged at most
-//     once per throttle period.
+//     once per throttle period. (The file bound below usually drops first.)
 //   - Values are copied out (decoded) before a read transaction ends; no slice
 //     into the memory map escapes a transaction.
 //   - Deletes happen in their own pass after the cursor has collected the
@@ -60,9 +60,17 @@
 //     counted in LostRecords/LostPoints, never reported as stored. The next
 //     commit simply tries again, so the queue recovers by itself when space
 //     returns.
-//   - The file never shrinks: pages freed by acks and drops are reused, so
-//     its size settles at what MaxBytes of records plus bbolt's page and
-//     tree overhead need (see docs/durability.md for measured numbers).
+//   - The file never grows past Options.MaxBytes (at least 64 pages). bbolt
+//     never shrinks a file and grows it only when a write transaction needs
+//     more pages than its freelist holds, so every write transaction checks,
+//     after making its changes in memory and before committing, an upper
+//     bound of the pages its commit can allocate against the free pages
+//     and the room left under the bound, and sets bbolt's growth step so the
+//     file cannot pass it. A transaction that would not fit is rolled back;
+//     the queue then drops the oldest records in a transaction of its own
+//     (counted like every drop) and tries again. A file already larger than
+//     the bound at Open is compacted: the newest records that fit are copied
+//     into a new file that replaces it. See filebound.go.
 //
 // # Sync modes
 //
@@ -78,5 +86,7 @@
 // A Queue is safe for concurrent use by many goroutines. Internally mu
 // guards the pending appends, the counters and the wake-up channel, and wmu
 // serialises write transactions with the counter updates derived from them.
-// Lock order: wmu before mu.
+// dbmu is held shared by every bbolt transaction and exclusively only to
+// let bbolt release freed pages while no reader is open. Lock order: wmu
+// before dbmu, wmu before mu.
 package buffer

@@ -16,6 +16,8 @@ func (q *Queue) update(fn func(*bolt.Tx) error) (err error) {
 			err = fmt.Errorf("buffer %s: %w: %v", q.path, ErrDamaged, r)
 		}
 	}()
+	q.dbmu.RLock()
+	defer q.dbmu.RUnlock()
 	return q.db.Update(fn)
 }
 
@@ -26,5 +28,7 @@ func (q *Queue) view(fn func(*bolt.Tx) error) (err error) {
 			err = fmt.Errorf("buffer %s: %w: %v", q.path, ErrDamaged, r)
 		}
 	}()
+	q.dbmu.RLock()
+	defer q.dbmu.RUnlock()
 	return q.db.View(fn)
 }

@@ -56,10 +56,6 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 		}
 	}
 
-	// bbolt grows the file in AllocSize steps (16 MiB by default); keep the
-	// step small next to the bound so the file tracks what it holds.
-	db.AllocSize = int(min(max(opts.MaxBytes/32, 1<<20), 16<<20))
-
 	q := &Queue{
 		db:       db,
 		log:      log,
@@ -74,13 +70,29 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	// bbolt grows the file in AllocSize steps (16 MiB by default); keep the
+	// step small next to the bound so the file tracks what it holds. fits
+	// lowers it further near the bound.
+	q.allocStep = min(max(opts.MaxBytes/32, 1<<20), 16<<20)
+	q.pageSize = int64(db.Info().PageSize)
+	q.maxPages = max(opts.MaxBytes/q.pageSize, minFilePages)
 	q.indexEvery = indexEvery(opts.MaxAge)
 	q.idx = sc.idx
+	q.largest = sc.largest
 	q.st = Stats{Records: sc.records, Bytes: sc.bytes, Points: sc.points, LastSeq: sc.seq}
 	if sc.records > 0 {
 		q.st.FirstSeq, q.lastKey = sc.first, sc.last
 	}
-	if sc.bytes > q.maxBytes || q.maxAge > 0 && q.hasBelow(q.ageBound(time.Now(), sc.seq)) {
+	if fileSize(path) > q.maxPages*q.pageSize {
+		// Written with a larger bound, or by a version that bounded only
+		// the stored bytes.
+		if err := q.compact(); err != nil {
+			_ = q.db.Close()
+			return nil, fmt.Errorf("buffer %s: compact a file larger than the bound: %w", path, err)
+		}
+		db = q.db
+	}
+	if q.st.Bytes > q.maxBytes || q.maxAge > 0 && q.hasBelow(q.ageBound(time.Now(), sc.seq)) {
 		// A bound shrank, or records aged, since the file was written:
 		// trim it now.
 		if err := q.commit(&pending{}); err != nil {
@@ -98,6 +110,7 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 // scan is what Open learns from one pass over the records.
 type scan struct {
 	records, bytes, points int64
+	largest                int64 // the largest value
 	first, last, seq       uint64
 	idx                    []ageMark
 }
@@ -111,6 +124,7 @@ func openChecked(path string) (*bolt.DB, scan, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        lockTimeout,
+		PageSize:       pageSize, // new files only
 		FreelistType:   bolt.FreelistMapType,
 		NoFreelistSync: true,
 	})
@@ -185,6 +199,7 @@ func initAndScan(db *bolt.DB) (sc scan, err error) {
 			sc.last = s
 			sc.records++
 			sc.bytes += int64(len(v))
+			sc.largest = max(sc.largest, int64(len(v)))
 			sc.points += int64(pointsOf(v))
 		}
 		if sc.idx, err = loadIndex(tx); err != nil {

@@ -31,10 +31,12 @@ var (
 
 // Options configures a Queue. The zero value is valid.
 type Options struct {
-	// MaxBytes bounds the stored batch bytes (the sum of the encoded value
-	// lengths, Stats.Bytes); 0 means DefaultMaxBytes. When an append would
-	// exceed it, the oldest records are dropped in the same transaction.
-	// The bbolt file itself is somewhat larger (page and tree overhead).
+	// MaxBytes bounds the size of the bbolt file (and so also the stored
+	// batch bytes, Stats.Bytes); 0 means DefaultMaxBytes. Bounds below 64
+	// pages (256 KiB) bound the stored bytes exactly but the file at 64
+	// pages. When an append would not fit, the oldest records are dropped
+	// and counted. How many readings fit depends on bbolt's page and tree
+	// overhead: see docs/durability.md.
 	MaxBytes int64
 	// SyncInterval 0 ("sync: always") makes every Append durable when it
 	// returns. A positive value ("sync: interval") lets Append return once
@@ -126,6 +128,16 @@ type Queue struct {
 	dropPending struct{ records, points uint64 }
 	lastDropLog time.Time
 	idx         []ageMark // the age index, in seq order; mirrors timesBucket
+	deficit     int64     // pages the last write that did not fit lacked
+	largest     int64     // largest value stored since Open (at least)
+
+	// The file bound (filebound.go): the file never has more than
+	// maxPages pages of pageSize bytes; bbolt grows it by at most
+	// allocStep bytes at a time.
+	pageSize, maxPages, allocStep int64
+	// dbmu is held shared by every transaction and exclusively while no
+	// reader may be open (refreshFree). Lock order: wmu before dbmu.
+	dbmu sync.RWMutex
 }
 
 // ageMark says: records with Seq >= seq were committed at or after t, and
@@ -326,13 +338,10 @@ func (q *Queue) run() {
 }
 
 // commit stores p in one transaction, dropping the oldest records first if
-// the byte bound requires it.
+// the byte bound or the file bound requires it.
 func (q *Queue) commit(p *pending) error {
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
-	q.mu.Lock()
-	stored := q.st.Bytes
-	q.mu.Unlock()
 
 	if need := 8 * len(p.vals); cap(q.keyArena) < need {
 		q.keyArena = make([]byte, need)
@@ -341,12 +350,30 @@ func (q *Queue) commit(p *pending) error {
 	var d delta
 	d.commit = len(p.vals) > 0
 	now := time.Now().Round(0)
-	err := q.update(func(tx *bolt.Tx) error {
+	// The oldest new batches that cannot fit in the file even with the
+	// queue empty; see write.
+	unfit := 0
+	for _, v := range p.vals {
+		q.largest = max(q.largest, int64(len(v)))
+	}
+	extra := func() int64 { return q.pagesFor(p.vals[unfit:]) }
+	shrink := func() bool {
+		if unfit == len(p.vals) {
+			return false
+		}
+		unfit++
+		return true
+	}
+	err := q.write(extra, reservePages, shrink, func(tx *bolt.Tx) error {
+		d = delta{commit: d.commit}
 		if q.commitHook != nil {
 			if err := q.commitHook(); err != nil {
 				return err
 			}
 		}
+		q.mu.Lock()
+		stored := q.st.Bytes
+		q.mu.Unlock()
 		b := tx.Bucket(recordsBucket)
 		// Keys only ever grow, so pages split when full rather than half
 		// full: the file holds about twice the data per page.
@@ -355,8 +382,13 @@ func (q *Queue) commit(p *pending) error {
 			q.dropAged(b, now, &d)
 		}
 		stored -= d.removedBytes
-		skip := 0
-		if over := stored + p.bytes - q.maxBytes; over > 0 {
+		var unfitBytes int64
+		for i := range unfit {
+			unfitBytes += int64(len(p.vals[i]))
+			d.drop(p.vals[i], p.points[i])
+		}
+		skip := unfit
+		if over := stored + p.bytes - unfitBytes - q.maxBytes; over > 0 {
 			over = q.dropOldest(b, over, &d)
 			// Everything old is gone and the new batches still do not fit:
 			// the oldest new ones go too.
@@ -566,10 +598,11 @@ func (q *Queue) deleteCorrupt(seqs []uint64) error {
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
 	var d delta
-	err := q.update(func(tx *bolt.Tx) error {
+	err := q.write(noExtra, 0, nil, func(tx *bolt.Tx) error {
+		d = delta{}
 		b := tx.Bucket(recordsBucket)
 		var k [8]byte
-		present := seqs[:0]
+		present := make([]uint64, 0, len(seqs))
 		for _, s := range seqs {
 			binary.BigEndian.PutUint64(k[:], s)
 			v := b.Get(k[:])
@@ -677,7 +710,10 @@ func (q *Queue) deleteAcked(nothing bool, what func() string, find func(b *bolt.
 	q.wmu.Lock()
 	defer q.wmu.Unlock()
 	var d delta
-	err := q.update(func(tx *bolt.Tx) error {
+	// A delete frees at least the pages it allocates (every page it
+	// rewrites or empties is freed), so it may use the reserve.
+	err := q.write(noExtra, 0, nil, func(tx *bolt.Tx) error {
+		d = delta{}
 		b := tx.Bucket(recordsBucket)
 		seqs := q.seqScratch[:0]
 		find(b, func(s uint64, v []byte) {

@@ -279,13 +279,14 @@ func drain(t *testing.T, q *buffer.Queue, broker string, cfg uplink.Config) upli
 }
 
 // TestBufferBoundDuringOutage fills a 1 MiB buffer far past its bound while
-// nothing is sent, then drains it. Pass: exactly the counted number of
-// readings is missing, they are the oldest, and the per-device counts add
-// up.
+// nothing is sent, then drains it. Pass: the file never grows past 1 MiB,
+// exactly the counted number of readings is missing, they are the oldest,
+// and the per-device counts add up.
 func TestBufferBoundDuringOutage(t *testing.T) {
 	broker := startMosquitto(t, freePort(t))
 	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
-	q, err := buffer.Open(filepath.Join(t.TempDir(), "b.db"), buffer.Options{MaxBytes: 1 << 20}, nil)
+	path := filepath.Join(t.TempDir(), "b.db")
+	q, err := buffer.Open(path, buffer.Options{MaxBytes: 1 << 20}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,6 +303,13 @@ func TestBufferBoundDuringOutage(t *testing.T) {
 		}
 		if err := q.Append(context.Background(), bs...); err != nil {
 			t.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > 1<<20 {
+			t.Fatalf("buffer file is %d bytes, past its bound of 1 MiB", fi.Size())
 		}
 	}
 	st := q.Stats()
