@@ -263,6 +263,19 @@ func (s *subscriber) tally(want map[reading]struct{}) tally {
 	return r
 }
 
+// notIn counts the readings received that are not in want.
+func (s *subscriber) notIn(want map[reading]struct{}) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for r := range s.got {
+		if _, ok := want[r]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
 // snapshot returns the readings of want not received yet.
 func (s *subscriber) notYet(want map[reading]struct{}) map[reading]struct{} {
 	s.mu.Lock()

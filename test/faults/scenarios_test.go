@@ -2,10 +2,12 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -524,4 +526,112 @@ func TestSIGTERMDuringBacklogDrain(t *testing.T) {
 	if tl.dupMsgs > 2*window {
 		t.Errorf("%d duplicates over two stops", tl.dupMsgs)
 	}
+}
+
+// setFileSizeLimit sets this process's soft RLIMIT_FSIZE (the hard limit
+// stays, so it can be raised again without privileges) and returns the
+// previous soft limit.
+func setFileSizeLimit(t *testing.T, soft uint64) uint64 {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	old := lim.Cur
+	lim.Cur = min(soft, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	return old
+}
+
+// TestCommitFailureFileSystemFull makes the buffer's writes fail for real
+// while the in-process gateway polls 2 devices: the process's file size
+// limit (RLIMIT_FSIZE) is lowered to 8 KiB, so every write of a bbolt data
+// page fails with EFBIG as on a full disk (SIGXFSZ is ignored), for 2 s;
+// then the limit is restored. Pass: every reading whose commit returned
+// arrives; no reading arrives whose commit did not return (no silent ack);
+// the failures are counted (write errors, lost points, failed appends) and
+// shown by Ready (/readyz) while they last; after the limit is restored the
+// gateway recovers without a restart: Ready again, new readings delivered.
+func TestCommitFailureFileSystemFull(t *testing.T) {
+	broker := startMosquitto(t, freePort(t))
+	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
+	addrs, _ := devices(t, 2)
+	dir := t.TempDir()
+	g, rec, stop := runGateway(t, dir, gatewayYAML(dir, broker.addr(), addrs, 50*time.Millisecond, ""))
+	checkFor(t, 30*time.Second, "data flowing", func() error {
+		if n := g.Status().Uplink.Acked; n < 20 {
+			return fmt.Errorf("acked %d", n)
+		}
+		return nil
+	})
+	signal.Ignore(syscall.SIGXFSZ)
+	defer signal.Reset(syscall.SIGXFSZ)
+	old := setFileSizeLimit(t, 8<<10)
+	restored := false
+	restore := func() {
+		if !restored {
+			setFileSizeLimit(t, old)
+			restored = true
+		}
+	}
+	defer restore()
+	var readyErr error
+	checkFor(t, 20*time.Second, "commit failures seen", func() error {
+		st := g.Status()
+		if st.Buffer.LostPoints == 0 || !st.Buffer.Failing {
+			return fmt.Errorf("buffer %+v", st.Buffer)
+		}
+		readyErr = g.Ready()
+		if readyErr == nil {
+			return errors.New("Ready reports no problem while commits fail")
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // an outage of some length
+	during := g.Status()
+	restore()
+	base := rec.len()
+	checkFor(t, 30*time.Second, "recovered without restart", func() error {
+		st := g.Status()
+		if st.Buffer.Failing {
+			return fmt.Errorf("still failing: %s", st.Buffer.LastError)
+		}
+		if rec.len() < base+4*tagsPerDev {
+			return fmt.Errorf("%d new readings committed", rec.len()-base)
+		}
+		return g.Ready()
+	})
+	want := rec.snapshot()
+	sub.waitAll(t, time.Minute, want)
+	stop()
+	tl := sub.tally(want)
+	extra := sub.notIn(want)
+	st := g.Status()
+	note := fmt.Sprintf("EFBIG for 2 s: %d write errors, %d failed appends, %d readings lost and counted, %d arrived uncommitted; readyz said %q",
+		st.Buffer.WriteErrors, st.AppendErrors, st.Buffer.LostPoints, extra, firstLine(readyErr))
+	record(t, row{scenario: "6 commit failure (file size limit)", readings: tl.readings, lost: tl.lost, dup: tl.dupMsgs,
+		outOfOrder: tl.outOfOrder, note: note})
+	t.Log(note)
+	if extra > 0 {
+		t.Errorf("%d readings arrived whose commit failed: a silent ack", extra)
+	}
+	if during.Buffer.WriteErrors == 0 || during.AppendErrors == 0 || during.Buffer.LostPoints == 0 {
+		t.Errorf("failures not counted: %+v, %d failed appends", during.Buffer, during.AppendErrors)
+	}
+	if !strings.Contains(readyErr.Error(), "buffer writes failing") {
+		t.Errorf("Ready while failing: %v", readyErr)
+	}
+	if tl.dupMsgs > window {
+		t.Errorf("%d duplicates after one outage, window %d", tl.dupMsgs, window)
+	}
+}
+
+func firstLine(err error) string {
+	if err == nil {
+		return ""
+	}
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
 }
