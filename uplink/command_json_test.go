@@ -178,8 +178,22 @@ func TestSetCommandRoundTrip(t *testing.T) {
 	cfg := testConfig(b.url())
 	cfg.Topic = "plant/{gateway}/{device}/data"
 	cfg.Writes = ws
-	u, _ := runUplink(t, cfg, newMemSource())
 	sub := subscribe(t, b.url(), "platform", "plant/gw1/+/data/set/result")
+	// A retained command, there before the gateway subscribes: it comes
+	// with the retain flag, and would come again at every reconnect.
+	// (Wait until the broker has passed it on: it may send the PUBACK
+	// first, and a subscriber arriving meanwhile then gets it twice.)
+	seen := subscribe(t, b.url(), "watcher", "plant/gw1/+/data/set")
+	if tok := sub.c.Publish("plant/gw1/press-3/data/set", 1, true, `{"id":"r4","tag":"setpoint","value":5}`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, ok := seen.last(); !ok {
+			return errNotYet
+		}
+		return nil
+	})
+	u, _ := runUplink(t, cfg, newMemSource())
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !u.Stats().Connected {
 			return errNotYet
@@ -200,6 +214,7 @@ func TestSetCommandRoundTrip(t *testing.T) {
 		"plant/gw1/press-1/data/set/result a1": `{"id":"a1","device":"press-1","tag":"setpoint","ok":true}`,
 		"plant/gw1/press-2/data/set/result 2":  `{"id":2,"device":"press-2","tag":"setpoint","ok":false,"code":"out_of_range","reason":"42.5 is above max 40"}`,
 		"plant/gw1/press-1/data/set/result a3": `{"id":"a3","device":"press-1","tag":"setpoint","ok":false,"code":"bad_request","reason":"not valid JSON: it ends early"}`,
+		"plant/gw1/press-3/data/set/result r4": `{"id":"r4","device":"press-3","tag":"setpoint","ok":false,"code":"bad_request","reason":"retained set commands are not carried out (the broker would deliver them again at every reconnect); publish with retain off"}`,
 	}
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		sub.mu.Lock()
@@ -224,8 +239,8 @@ func TestSetCommandRoundTrip(t *testing.T) {
 	if len(w.writes) != 2 || w.writes[0].Device != "press-1" || w.writes[0].Source != "json" || w.writes[0].Topic != "plant/gw1/press-1/data/set" || w.writes[0].ID != "a1" || !w.writes[0].Value.Equal(telemetry.Int(12)) {
 		t.Errorf("writes %+v", w.writes)
 	}
-	if len(w.rejected) != 1 || w.rejected[0].Device != "press-1" {
-		t.Errorf("rejected %+v, want the bad payload", w.rejected)
+	if len(w.rejected) != 2 || w.rejected[0].ID != "r4" || w.rejected[1].ID != "a3" {
+		t.Errorf("rejected %+v, want the bad payload and the retained command", w.rejected)
 	}
 }
 

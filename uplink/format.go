@@ -76,6 +76,15 @@ type Format interface {
 	Offline(p Publisher) Token
 }
 
+// RetainedCommander is implemented by Formats that treat retained messages
+// on their command topics apart: the uplink calls RetainedCommand instead
+// of Command for them (same call rules). A retained write command would be
+// delivered again at every reconnect and write again, so a Format whose
+// commands write refuses them there.
+type RetainedCommander interface {
+	RetainedCommand(p Publisher, topic string, payload []byte) error
+}
+
 // encoderFormat is the Format of a plain Encoder: one message per record to
 // Config.Topic, QoS Config.QoS, and the retained status topic (online on
 // connect, offline as will and on a clean stop).
@@ -170,6 +179,22 @@ func (f *encoderFormat) Publish(p Publisher, dst []byte, r *telemetry.Record, hi
 		return nil, nil, err
 	}
 	return p.Publish(Message{Topic: f.topicFor(r.Batch.Device), QoS: f.u.cfg.QoS, Payload: payload}), payload, nil
+}
+
+// RetainedCommand refuses a retained set command (it would write again at
+// every reconnect): it is answered bad_request, recorded, and not carried
+// out.
+func (f *encoderFormat) RetainedCommand(p Publisher, topic string, payload []byte) error {
+	device := f.commandDevice(topic)
+	if device == "" {
+		return nil
+	}
+	cmd, _ := ParseSetCommand(payload)
+	r := WriteResult{Code: RejectBadRequest, Reason: "retained set commands are not carried out (the broker would deliver them again at every reconnect); publish with retain off"}
+	f.u.log.Warn("retained set command refused", "topic", topic)
+	f.u.cfg.Writes.Reject(WriteRequest{ID: cmd.IDText(), Source: "json", Topic: topic, Device: device, Tag: cmd.Tag, Value: cmd.Value}, r)
+	p.Publish(Message{Topic: topic + resultSuffix, QoS: 1, Payload: AppendSetResult(nil, cmd.ID, device, cmd.Tag, r)})
+	return nil
 }
 
 // Command parses a set command and hands it to Config.Writes; the result

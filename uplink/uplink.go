@@ -537,7 +537,11 @@ func (s *session) announce() (Token, error) {
 	pub := sessionPublisher{s.client}
 	for _, filter := range u.format.Subscriptions() {
 		tok := s.client.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
-			if err := u.format.Command(pub, m.Topic(), m.Payload()); err != nil {
+			handle := u.format.Command
+			if rc, ok := u.format.(RetainedCommander); ok && m.Retained() {
+				handle = rc.RetainedCommand
+			}
+			if err := handle(pub, m.Topic(), m.Payload()); err != nil {
 				s.fail(err)
 			}
 		})
