@@ -55,6 +55,13 @@ type Driver struct {
 	polls   []time.Duration
 	infos   [][]collector.TagInfo
 
+	byName map[string]tagAt // every tag, for Write and ReadTag
+
+	// cmu guards client and the tags' resolved ids against Write and
+	// ReadTag, which run on other goroutines: Connect and Close take it
+	// to change them (the collector's goroutine reads them without it).
+	// Lock order: cmu, then mu.
+	cmu    sync.RWMutex
 	client *opcua.Client
 	stop   context.CancelFunc // ends drain
 	done   chan struct{}      // closed when drain has returned
@@ -67,6 +74,9 @@ type Driver struct {
 	mu     sync.Mutex // guards subErr and every subscribe group's pending and codes
 	subErr error      // a subscription failed; the next Read returns it
 }
+
+// tagAt is where a tag is: d.groups[group].tags[tag].
+type tagAt struct{ group, tag int }
 
 type tag struct {
 	name   string
@@ -104,7 +114,7 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Driver{cfg: cfg, log: log, timeout: cfg.Timeout}
+	d := &Driver{cfg: cfg, log: log, timeout: cfg.Timeout, byName: map[string]tagAt{}}
 	if d.timeout <= 0 {
 		d.timeout = DefaultTimeout
 	}
@@ -149,7 +159,10 @@ func New(device string, cfg Config, log *slog.Logger) (*Driver, error) {
 		return nil, errors.New("no tags")
 	}
 	slices.SortStableFunc(d.groups, func(a, b *group) int { return int(a.poll - b.poll) })
-	for _, g := range d.groups {
+	for gi, g := range d.groups {
+		for ti, t := range g.tags {
+			d.byName[t.name] = tagAt{gi, ti}
+		}
 		d.polls = append(d.polls, g.poll)
 		infos := make([]collector.TagInfo, len(g.tags))
 		for i, t := range g.tags {
@@ -189,6 +202,8 @@ func (d *Driver) Timeout() time.Duration { return 4 * d.timeout }
 // Close ends the session and the connection. It is safe to call more than
 // once.
 func (d *Driver) Close() error {
+	d.cmu.Lock()
+	defer d.cmu.Unlock()
 	if d.client == nil {
 		return nil
 	}
@@ -235,14 +250,13 @@ func (d *Driver) Connect(ctx context.Context) error {
 	}
 	dctx, stop := context.WithCancel(context.Background())
 	notes := make(chan *opcua.PublishNotificationData, 256)
+	d.cmu.Lock()
 	d.client, d.stop, d.done = c, stop, make(chan struct{})
 	d.mu.Lock()
 	d.subErr = nil
 	d.mu.Unlock()
-	go d.drain(dctx, notes)
-
 	ns := c.Namespaces()
-	for gi, g := range d.groups {
+	for _, g := range d.groups {
 		for i := range g.tags {
 			t := &g.tags[i]
 			t.id, t.why = nil, ""
@@ -254,6 +268,11 @@ func (d *Driver) Connect(ctx context.Context) error {
 			}
 			t.id = id
 		}
+	}
+	d.cmu.Unlock()
+	go d.drain(dctx, notes)
+
+	for gi, g := range d.groups {
 		if g.mode == ModePoll {
 			g.req = &ua.ReadRequest{TimestampsToReturn: ua.TimestampsToReturnBoth}
 			for _, t := range g.tags {
@@ -538,10 +557,30 @@ func numeric(v telemetry.Value) bool {
 // changes (telemetry keeps only its class).
 func (d *Driver) point(g *group, ti int, dv *ua.DataValue, now time.Time) telemetry.Point {
 	t := &g.tags[ti]
-	p := telemetry.Point{Tag: t.name, Unit: t.unit, Time: now}
+	if dv != nil {
+		code := dv.Status
+		if !g.logged[ti] || g.codes[ti] != code {
+			if code != ua.StatusOK || g.logged[ti] {
+				d.log.Info("tag status", "tag", t.name, "code", fmt.Sprintf("0x%08X", uint32(code)), "status", code.Error())
+			}
+			g.codes[ti], g.logged[ti] = code, true
+		}
+	}
+	p, why := toPoint(t, dv, now)
+	if why != "" {
+		d.log.Warn("value not converted", "tag", t.name, "node", t.node.Text, "reason", why)
+	}
+	return p
+}
+
+// toPoint converts one tag's data value: the source timestamp (else the
+// server's, else now), the status code's quality, and the value. why says
+// why a Good value did not convert (the point is then bad:decode).
+func toPoint(t *tag, dv *ua.DataValue, now time.Time) (p telemetry.Point, why string) {
+	p = telemetry.Point{Tag: t.name, Unit: t.unit, Time: now}
 	if dv == nil {
 		p.Quality = telemetry.Bad | telemetry.ReasonBadResponse
-		return p
+		return p, ""
 	}
 	switch {
 	case !dv.SourceTimestamp.IsZero():
@@ -549,25 +588,17 @@ func (d *Driver) point(g *group, ti int, dv *ua.DataValue, now time.Time) teleme
 	case !dv.ServerTimestamp.IsZero():
 		p.Time = dv.ServerTimestamp
 	}
-	code := dv.Status
-	if !g.logged[ti] || g.codes[ti] != code {
-		if code != ua.StatusOK || g.logged[ti] {
-			d.log.Info("tag status", "tag", t.name, "code", fmt.Sprintf("0x%08X", uint32(code)), "status", code.Error())
-		}
-		g.codes[ti], g.logged[ti] = code, true
-	}
-	p.Quality = Quality(code)
+	p.Quality = Quality(dv.Status)
 	if p.Quality.Class() == telemetry.Bad {
-		return p
+		return p, ""
 	}
 	v, why, ok := Value(dv.Value)
 	if !ok {
-		d.log.Warn("value not converted", "tag", t.name, "node", t.node.Text, "reason", why)
 		p.Quality = telemetry.Bad | telemetry.ReasonDecode
-		return p
+		return p, why
 	}
 	p.Value = v
-	return p
+	return p, ""
 }
 
 // Read collects one group; see Driver for what it returns.

@@ -5,9 +5,15 @@
 // urn:fieldgate:sim) as string node ids: ns=<index>;s=<name>. Options.Pad
 // registers empty namespaces before it, so a test can make the index
 // differ between two starts. The gopcua server reports a monitored item's
-// value when Set changes it (not by sampling), ignores deadband filters,
-// accepts any user name and password, and does not check the client's
-// certificate against a trust list.
+// value when Set changes it (not by sampling), ignores deadband filters
+// and queue sizes, accepts any user name and password, and does not check
+// the client's certificate against a trust list.
+//
+// Clients may write every variable but those in Options.ReadOnly (a write
+// to those fails with BadUserAccessDenied). The gopcua server does not
+// check a written value's type, and a written value replaces the
+// variable's value inside the server: Set does not show through it any
+// more until Restart.
 package opcuasim
 
 import (
@@ -21,6 +27,7 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -53,6 +60,8 @@ type Options struct {
 	// UserAuth also accepts user-name and certificate identities (on the
 	// secure endpoints only, as the gopcua server requires).
 	UserAuth bool
+	// ReadOnly names the variables clients may not write.
+	ReadOnly []string
 	Log      *slog.Logger // nil discards the server's own logging
 }
 
@@ -196,6 +205,11 @@ func (s *Server) Start(ctx context.Context) error {
 			defer s.mu.Unlock()
 			return s.values[name]
 		}))
+		if slices.Contains(s.opts.ReadOnly, name) {
+			read := server.DataValueFromValue(uint8(ua.AccessLevelTypeCurrentRead))
+			_ = n.SetAttribute(ua.AttributeIDAccessLevel, read)
+			_ = n.SetAttribute(ua.AttributeIDUserAccessLevel, read)
+		}
 		ns.AddNode(n)
 		nsObjects.AddRef(n, id.HasComponent, true)
 	}
