@@ -194,7 +194,7 @@ func (d *Driver) nodeType(ctx context.Context, c *opcua.Client, t *tag) (ua.Type
 // with an error wrapping collector.ErrValueType.
 func toVariant(v telemetry.Value, typ ua.TypeID) (*ua.Variant, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("%s %v for a %s node: %s (%w)", v.Kind(), v, typeName(typ), why, collector.ErrValueType)
+		return fmt.Errorf("cannot write %s %v to a node of type %s: %s (%w)", v.Kind(), v, typeName(typ), why, collector.ErrValueType)
 	}
 	num := v.Kind() == telemetry.KindInt || v.Kind() == telemetry.KindUint || v.Kind() == telemetry.KindFloat
 	switch typ {
