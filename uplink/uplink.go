@@ -414,6 +414,7 @@ func (u *Uplink) clientOptions(s *session, will Message) *mqtt.ClientOptions {
 	o.SetCleanSession(true) // the buffer, not the broker session, holds unacked data
 	o.SetAutoReconnect(false)
 	o.SetConnectRetry(false)
+	o.SetStore(noStore{}) // the buffer keeps what is not acknowledged
 	// Commands (set commands, DCMD, RPC) reach Format.Command one at a
 	// time in arrival order, so that two writes of one tag are carried out
 	// in the order sent. Command only parses and queues (see Writes), and
