@@ -40,21 +40,40 @@ func Append(dst []byte, gateway string, r *telemetry.Record, historical bool) []
 		dst = append(dst, `,"historical":true`...)
 	}
 	dst = append(dst, `,"points":[`...)
+	var ts stamp
 	for i := range r.Batch.Points {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendPoint(dst, &r.Batch.Points[i])
+		dst = appendPoint(dst, &r.Batch.Points[i], &ts)
 	}
 	return append(dst, "]}"...)
 }
 
-func appendPoint(dst []byte, p *telemetry.Point) []byte {
+// stamp is the last "ts" written in a payload. The points of one poll
+// share their time, so each payload formats it about once and copies the
+// digits for the other points.
+type stamp struct {
+	ms  int64
+	n   int // len(buf) in use; 0: none yet
+	buf [20]byte
+}
+
+// append appends t in Unix milliseconds (0 for the zero time).
+func (s *stamp) append(dst []byte, t time.Time) []byte {
+	ms := unixMilli(t)
+	if s.n == 0 || ms != s.ms {
+		s.ms, s.n = ms, len(strconv.AppendInt(s.buf[:0], ms, 10))
+	}
+	return append(dst, s.buf[:s.n]...)
+}
+
+func appendPoint(dst []byte, p *telemetry.Point, ts *stamp) []byte {
 	q := p.Quality
 	dst = append(dst, `{"tag":`...)
 	dst = appendString(dst, p.Tag)
 	dst = append(dst, `,"ts":`...)
-	dst = strconv.AppendInt(dst, unixMilli(p.Time), 10)
+	dst = ts.append(dst, p.Time)
 	dst = append(dst, `,"value":`...)
 	v := p.Value
 	switch v.Kind() {

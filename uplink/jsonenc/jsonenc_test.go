@@ -447,3 +447,33 @@ func BenchmarkJSONEncode(b *testing.B) {
 		buf, _ = jsonenc.Encoder{}.Encode(buf[:0], "line3-gw", &r, false)
 	}
 }
+
+// TestEncodeTimestampsPerPoint checks each point's "ts" when points of one
+// record carry different times (the encoder reuses the digits of the
+// previous point's time when it is the same).
+func TestEncodeTimestampsPerPoint(t *testing.T) {
+	times := []time.Time{t0, t0, t0.Add(time.Millisecond), t0.Add(time.Millisecond), {}, t0, t0.Add(999 * time.Microsecond), time.UnixMilli(-5), t0.Add(-time.Hour)}
+	r := telemetry.Record{Seq: 1, Batch: telemetry.Batch{Device: "d"}}
+	for i, ts := range times {
+		r.Batch.Points = append(r.Batch.Points, telemetry.Point{Tag: string(rune('a' + i)), Time: ts, Value: telemetry.Int(int64(i))})
+	}
+	out, _ := jsonenc.Encoder{}.Encode(nil, "gw", &r, false)
+	var got struct {
+		Points []struct{ TS int64 }
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var want, have []int64
+	for i, ts := range times {
+		ms := ts.UnixMilli()
+		if ts.IsZero() {
+			ms = 0
+		}
+		want = append(want, ms)
+		have = append(have, got.Points[i].TS)
+	}
+	if diff := cmp.Diff(want, have); diff != "" {
+		t.Errorf("ts per point (-want +got):\n%s", diff)
+	}
+}
