@@ -118,3 +118,27 @@ func registerBatch(n int) Batch {
 	}
 	return b
 }
+
+// TestDecodeFreshBatchAllocations: decoding into an empty Batch (as the
+// buffer's Peek does) allocates the Points and one block for all the new
+// strings, not one string per tag.
+func TestDecodeFreshBatchAllocations(t *testing.T) {
+	b := registerBatch(120)
+	b.Points[3].Unit = "bar"
+	b.Points[9].Value = String("recipe-7")
+	enc := AppendBatch(nil, &b)
+	allocs := testing.AllocsPerRun(100, func() {
+		var out Batch
+		if err := DecodeBatch(enc, &out); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 2 {
+		t.Errorf("DecodeBatch into a fresh Batch allocated %.1f times per call, want ≤ 2 (points, strings)", allocs)
+	}
+	var out Batch
+	if err := DecodeBatch(enc, &out); err != nil {
+		t.Fatal(err)
+	}
+	equalBatch(t, out, b)
+}
