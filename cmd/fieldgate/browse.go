@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/rsa"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -42,6 +42,7 @@ func cmdBrowse(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&c.SecurityMode, "security-mode", "", "None, Sign or SignAndEncrypt (default None with policy None, else SignAndEncrypt)")
 	fs.StringVar(&c.CertFile, "cert-file", "", "the gateway's certificate for a secure policy (default: a temporary self-signed one)")
 	fs.StringVar(&c.KeyFile, "key-file", "", "its RSA key")
+	fs.StringVar(&c.TrustDir, "trust-dir", "", "for a secure policy: the folder whose trusted/ holds the server's certificate (default: the folder of --cert-file); a refused one is saved in its rejected/")
 	fs.StringVar(&c.Auth.Username, "username", "", "log in with this user name (default anonymous)")
 	fs.Func("password", "the user's password", func(s string) error { c.Auth.Password = fgopcua.Secret(s); return nil })
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "per request, and for connecting")
@@ -102,6 +103,9 @@ func (o *browseOptions) check() error {
 			errs = append(errs, fmt.Errorf("%s: %w", flag, p.Err))
 		}
 	}
+	if mode := strings.ToLower(c.SecurityMode); mode != "" && mode != "none" && c.TrustDir == "" && c.CertFile == "" {
+		errs = append(errs, errors.New("--trust-dir: a secure policy checks the server's certificate against the folder's trusted/; name the folder (or give --cert-file: its folder is used)"))
+	}
 	if o.depth < 0 {
 		errs = append(errs, errors.New("--depth: must not be negative"))
 	}
@@ -114,7 +118,7 @@ func (o *browseOptions) check() error {
 // browse connects, walks the hierarchy below o.node and prints it, or the
 // tags: list of its variables.
 func browse(ctx context.Context, o browseOptions, w io.Writer) error {
-	c, err := dial(ctx, &o.cfg)
+	c, err := dial(ctx, o.cfg, o.node)
 	if err != nil {
 		return err
 	}
@@ -163,69 +167,30 @@ func browse(ctx context.Context, o browseOptions, w io.Writer) error {
 	return nil
 }
 
-// dial connects to cfg.URL with its security and identity, the way the
-// driver does, with a temporary certificate when a secure policy has none.
-func dial(ctx context.Context, cfg *fgopcua.Config) (*opcua.Client, error) {
-	policy, mode, err := cfg.Security()
+// dial connects to cfg.URL through the OPC UA driver's own connection
+// setup (endpoint, trust check of the server's certificate, identity),
+// with a temporary certificate when a secure policy has none. node is
+// the --node flag, which the driver's config check needs as a tag.
+func dial(ctx context.Context, cfg fgopcua.Config, node string) (*opcua.Client, error) {
+	_, mode, err := cfg.Security()
 	if err != nil {
 		return nil, err
 	}
-	opts := []opcua.Option{
-		opcua.AutoReconnect(false),
-		opcua.DialTimeout(cfg.Timeout),
-		opcua.RequestTimeout(cfg.Timeout),
-		opcua.ApplicationName("fieldgate browse"),
-		opcua.SessionName("fieldgate browse"),
-	}
-	if mode != ua.MessageSecurityModeNone {
-		var cert tls.Certificate
-		if cfg.CertFile != "" {
-			cert, err = fgopcua.LoadOrCreateCert(cfg.CertFile, cfg.KeyFile, "urn:fieldgate:gateway")
-		} else {
-			var certPEM, keyPEM []byte
-			if certPEM, keyPEM, err = fgopcua.NewCert("urn:fieldgate:gateway", 24*time.Hour); err == nil {
-				cert, err = tls.X509KeyPair(certPEM, keyPEM)
-			}
-		}
+	if mode != ua.MessageSecurityModeNone && cfg.CertFile == "" {
+		tmp, err := os.MkdirTemp("", "fieldgate-browse-")
 		if err != nil {
 			return nil, err
 		}
-		key, ok := cert.PrivateKey.(*rsa.PrivateKey)
-		if !ok {
-			return nil, errors.New("--key-file: OPC UA needs an RSA key")
-		}
-		opts = append(opts, opcua.Certificate(cert.Certificate[0]), opcua.PrivateKey(key))
+		defer os.RemoveAll(tmp)
+		cfg.CertFile, cfg.KeyFile = filepath.Join(tmp, "browse.crt"), filepath.Join(tmp, "browse.key")
 	}
-	eps, err := opcua.GetEndpoints(ctx, cfg.URL, opcua.DialTimeout(cfg.Timeout), opcua.RequestTimeout(cfg.Timeout))
+	cfg.Tags = []fgopcua.Tag{{Name: "node", Node: node}}
+	cfg.Poll = time.Second
+	d, err := fgopcua.New("browse", cfg, nil)
 	if err != nil {
-		return nil, fmt.Errorf("get endpoints of %s: %w", cfg.URL, err)
+		return nil, err
 	}
-	ep, err := opcua.SelectEndpoint(eps, policy, mode)
-	if err != nil {
-		var have []string
-		for _, e := range eps {
-			have = append(have, strings.TrimPrefix(e.SecurityPolicyURI, ua.SecurityPolicyURIPrefix)+"/"+e.SecurityMode.String())
-		}
-		return nil, fmt.Errorf("%s offers no endpoint with security policy %s and mode %s (it offers %s)",
-			cfg.URL, strings.TrimPrefix(policy, ua.SecurityPolicyURIPrefix), mode, strings.Join(have, ", "))
-	}
-	tok := ua.UserTokenTypeAnonymous
-	if cfg.Auth.Mode == "username" {
-		tok = ua.UserTokenTypeUserName
-		opts = append(opts, opcua.AuthUsername(cfg.Auth.Username, string(cfg.Auth.Password)))
-	} else {
-		opts = append(opts, opcua.AuthAnonymous())
-	}
-	opts = append(opts, opcua.SecurityFromEndpoint(ep, tok))
-	c, err := opcua.NewClient(cfg.URL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", cfg.URL, err)
-	}
-	if err := c.Connect(ctx); err != nil {
-		_ = c.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("connect %s: %w", cfg.URL, err)
-	}
-	return c, nil
+	return d.Dial(ctx, "fieldgate browse")
 }
 
 // entry is one node found by browse.

@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/gopcua/opcua/ua"
 
 	"github.com/fieldgate/fieldgate/config"
 	"github.com/fieldgate/fieldgate/sim/opcuasim"
@@ -90,6 +93,7 @@ func TestBrowseFlagErrors(t *testing.T) {
 		{[]string{"browse", "--url", "opc.tcp://x:4840", "--security-policy", "Basic128"}, "--security-policy: use one of None"},
 		{[]string{"browse", "--url", "opc.tcp://x:4840", "--node", "Temp"}, `--node: "Temp" is not a node id`},
 		{[]string{"browse", "--url", "opc.tcp://x:4840", "--emit", "json"}, `--emit: "json" is not a format`},
+		{[]string{"browse", "--url", "opc.tcp://x:4840", "--security-policy", "Basic256Sha256"}, "--trust-dir: a secure policy checks the server's certificate"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), tc.args, &stdout, &stderr)
@@ -113,5 +117,19 @@ func TestBrowseFromNamespaceURINode(t *testing.T) {
 	code = run(context.Background(), []string{"browse", "--url", s.URL(), "--node", "nsu=urn:other;s=X"}, &stdout, &stderr)
 	if code != exitFail || !strings.Contains(stderr.String(), `namespace "urn:other" is not on the server`) {
 		t.Errorf("unknown namespace: exit %d, %s", code, stderr.String())
+	}
+}
+
+// TestBrowseRefusesUntrustedServer: browse connects through the driver's
+// setup, so a secure policy checks the server's certificate against
+// --trust-dir and says where the refused one went.
+func TestBrowseRefusesUntrustedServer(t *testing.T) {
+	s := startOPCUASim(t, opcuasim.Options{Security: []opcuasim.Security{{Policy: "Basic256Sha256", Mode: ua.MessageSecurityModeSignAndEncrypt}}})
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"browse", "--url", s.URL(), "--security-policy", "Basic256Sha256", "--trust-dir", dir}, &stdout, &stderr)
+	want := "the server's certificate is not trusted, saved as " + filepath.Join(dir, "rejected")
+	if code != exitFail || !strings.Contains(stderr.String(), want) || !strings.Contains(stderr.String(), "move it to "+filepath.Join(dir, "trusted")+"/ to trust it") {
+		t.Errorf("exit %d, stderr %s", code, stderr.String())
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -14,16 +15,20 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/collector/modbus"
+	fgopcua "github.com/fieldgate/fieldgate/collector/opcua"
 	"github.com/fieldgate/fieldgate/config"
+	"github.com/fieldgate/fieldgate/telemetry"
 )
 
 const readUsage = `Usage:
-  fieldgate read -c FILE DEVICE[/TAG]     read a configured device (or one tag) once
+  fieldgate read -c FILE DEVICE[/TAG]     read a configured device (or one tag) once (Modbus or OPC UA)
   fieldgate read --url URL [--unit N] --address N [--type T] [--order O] [--count N] ...
                                           read registers with no config at all
 
 Prints each request with the raw answer, and each tag with its raw registers
-beside the decoded value, unit and quality.
+beside the decoded value, unit and quality. For an OPC UA device: each tag's
+node, value, quality and source timestamp, all read with one Read request
+(subscribed tags too).
 
 Flags:
 `
@@ -74,9 +79,12 @@ func cmdRead(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if d.Name == name && d.Modbus != nil {
 				cfg = *d.Modbus
 			}
+			if d.Name == name && d.OPCUA != nil {
+				return readOPCUA(ctx, name, *d.OPCUA, only, stdout, stderr)
+			}
 		}
 		if cfg.URL == "" {
-			fmt.Fprintf(stderr, "fieldgate read: %s has no Modbus device %q; it has %s\n", *path, name, strings.Join(names, ", "))
+			fmt.Fprintf(stderr, "fieldgate read: %s has no device %q; it has %s\n", *path, name, strings.Join(names, ", "))
 			return exitConfig
 		}
 		if only != "" {
@@ -298,4 +306,66 @@ func rawOf(in modbus.Inspection, tb modbus.Table, off uint16, t modbus.Tag) stri
 		regs[i] = hex.EncodeToString(in.Data[2*(rel+i) : 2*(rel+i)+2])
 	}
 	return strings.Join(regs, " ")
+}
+
+// readOPCUA reads an OPC UA device's tags (or one) once, every tag by one
+// Read request whatever its mode, and prints them.
+func readOPCUA(ctx context.Context, name string, cfg fgopcua.Config, only string, stdout, stderr io.Writer) int {
+	var tags []fgopcua.Tag
+	for _, t := range cfg.Tags {
+		if only == "" || t.Name == only {
+			t.Mode, t.QueueSize = fgopcua.ModePoll, 0
+			t.Poll = 0
+			tags = append(tags, t)
+		}
+	}
+	if len(tags) == 0 {
+		fmt.Fprintf(stderr, "fieldgate read: device %q has no tag %q\n", name, only)
+		return exitConfig
+	}
+	cfg.Tags = tags
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	drv, err := fgopcua.New(name, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(stderr, "fieldgate read: %v\n", err)
+		return exitConfig
+	}
+	defer drv.Close()
+	policy, mode := cfg.SecurityPolicy, cfg.SecurityMode
+	fmt.Fprintf(stdout, "device %s at %s, security %s/%s\n", name, cfg.URL, cmp.Or(policy, "None"), cmp.Or(mode, "None"))
+	cctx, cancel := context.WithTimeout(ctx, drv.Timeout())
+	defer cancel()
+	if err := drv.Connect(cctx); err != nil {
+		fmt.Fprintf(stderr, "fieldgate read: %v\n", err)
+		return exitFail
+	}
+	nodes := map[string]string{}
+	for _, t := range tags {
+		nodes[t.Name] = t.Node
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  tag\tnode\tvalue\tquality\ttime")
+	code := exitOK
+	for g := range drv.Groups() {
+		pts, err := drv.Read(cctx, g, nil)
+		if err != nil {
+			_ = tw.Flush()
+			fmt.Fprintf(stderr, "fieldgate read: %v\n", err)
+			return exitFail
+		}
+		for _, p := range pts {
+			val := p.Value.String()
+			if p.Unit != "" && !p.Value.IsNone() {
+				val += " " + p.Unit
+			}
+			if p.Quality.Class() == telemetry.Bad {
+				code = exitFail
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", p.Tag, nodes[p.Tag], val, p.Quality, p.Time.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	_ = tw.Flush()
+	return code
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/collector/modbus"
 	"github.com/fieldgate/fieldgate/sim"
+	"github.com/fieldgate/fieldgate/sim/opcuasim"
 )
 
 func startSim(t *testing.T, units ...uint8) *sim.ModbusServer {
@@ -81,7 +82,7 @@ devices:
 	}
 	stdout.Reset()
 	if code := run(context.Background(), []string{"read", "-c", path, "press-2"}, &stdout, &stderr); code != exitConfig ||
-		!strings.Contains(stderr.String(), `no Modbus device "press-2"; it has press-1`) {
+		!strings.Contains(stderr.String(), `has no device "press-2"; it has press-1`) {
 		t.Errorf("unknown device: exit %d, stderr %s", code, stderr.String())
 	}
 }
@@ -123,5 +124,57 @@ func TestParseUnits(t *testing.T) {
 		if _, err := parseUnits(bad); err == nil {
 			t.Errorf("parseUnits(%q) accepted", bad)
 		}
+	}
+}
+
+// TestReadOPCUADevice reads a configured OPC UA device from the simulator,
+// a subscribed tag included, and then one tag of it.
+func TestReadOPCUADevice(t *testing.T) {
+	s := opcuasim.New(opcuasim.Options{})
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`gateway: { id: gw }
+mqtt: { url: tcp://127.0.0.1:1883 }
+devices:
+  - name: cnc
+    opcua: { url: %q, timeout: 2s }
+    tags:
+      - { name: temp, node: %q, unit: degC }
+      - { name: counter, node: %q, mode: subscribe, queue_size: 3 }
+      - { name: missing, node: "nsu=urn:fieldgate:sim;s=Nope" }
+`, s.URL(), s.NodeID("Temperature"), s.NodeID("Counter"))
+	path := filepath.Join(dir, "gw.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"read", "-c", path, "cnc"}, &stdout, &stderr)
+	out := stdout.String()
+	if code != exitFail { // the missing node is Bad
+		t.Errorf("exit %d, want %d: %s%s", code, exitFail, out, stderr.String())
+	}
+	for _, re := range []string{
+		`device cnc at opc\.tcp://127\.0\.0\.1:\d+, security None/None`,
+		`temp\s+nsu=urn:fieldgate:sim;s=Temperature\s+21\.5 degC\s+good\s+20\d\d-`,
+		`counter\s+nsu=urn:fieldgate:sim;s=Counter\s+0\s+good`,
+		`missing\s+nsu=urn:fieldgate:sim;s=Nope\s+\S*\s*bad:device`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output does not match %s:\n%s", re, out)
+		}
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := run(context.Background(), []string{"read", "-c", path, "cnc/temp"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("exit %d: %s%s", code, stdout.String(), stderr.String())
+	}
+	if out := stdout.String(); !strings.Contains(out, "temp") || strings.Contains(out, "counter") {
+		t.Errorf("one tag:\n%s", out)
+	}
+	if code := run(context.Background(), []string{"read", "-c", path, "cnc/nope"}, &stdout, &stderr); code != exitConfig || !strings.Contains(stderr.String(), `device "cnc" has no tag "nope"`) {
+		t.Errorf("unknown tag: exit %d, %s", code, stderr.String())
 	}
 }

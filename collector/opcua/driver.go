@@ -236,17 +236,9 @@ var errNoSubCheck = errors.New("the server does not support SetPublishingMode")
 // code) while the others are collected.
 func (d *Driver) Connect(ctx context.Context) error {
 	_ = d.Close()
-	opts, err := d.clientOptions(ctx)
+	c, err := d.Dial(ctx, "fieldgate")
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", d.cfg.URL, err)
-	}
-	c, err := opcua.NewClient(d.cfg.URL, opts...)
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", d.cfg.URL, err)
-	}
-	if err := c.Connect(ctx); err != nil {
-		_ = c.Close(context.Background())
-		return fmt.Errorf("connect %s: %w", d.cfg.URL, d.identityError(err))
+		return err
 	}
 	dctx, stop := context.WithCancel(context.Background())
 	notes := make(chan *opcua.PublishNotificationData, 256)
@@ -298,6 +290,29 @@ func (d *Driver) Connect(ctx context.Context) error {
 	}
 	d.last = time.Now()
 	return nil
+}
+
+// Dial opens a secure channel and a session to the server the way
+// Connect does (endpoint selection, the server certificate's trust check,
+// the gateway's certificate and the user identity), with name as the
+// application and session name, and returns the client: for one-off use
+// such as fieldgate browse. It neither creates subscriptions nor changes
+// what Read and Write use. The caller closes the client.
+func (d *Driver) Dial(ctx context.Context, name string) (*opcua.Client, error) {
+	opts, err := d.clientOptions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", d.cfg.URL, err)
+	}
+	opts = append(opts, opcua.ApplicationName(name), opcua.SessionName(name))
+	c, err := opcua.NewClient(d.cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", d.cfg.URL, err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		_ = c.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("connect %s: %w", d.cfg.URL, d.identityError(err))
+	}
+	return c, nil
 }
 
 // identityError words a refused user identity (ActivateSession failing

@@ -61,8 +61,6 @@ func (d *Driver) clientOptions(ctx context.Context) ([]opcua.Option, error) {
 		opcua.AutoReconnect(false), // the collector reconnects, with backoff
 		opcua.DialTimeout(d.timeout),
 		opcua.RequestTimeout(d.timeout),
-		opcua.ApplicationName("fieldgate"),
-		opcua.SessionName("fieldgate"),
 	)
 	var tok ua.UserTokenType
 	switch strings.ToLower(d.cfg.Auth.Mode) {
