@@ -102,3 +102,55 @@ func BenchmarkPeekAck(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*benchPoints)/b.Elapsed().Seconds(), "points/s")
 }
+
+// BenchmarkAppendWhileAcking is the gateway's steady state: 8 appenders (as
+// 8 devices) commit 120-point batches while one consumer, as the uplink's
+// acker, peeks what is new and acknowledges it with AckSeqs in runs of up to
+// 100. One op is one batch appended; the consumer keeps up.
+func BenchmarkAppendWhileAcking(b *testing.B) {
+	q := openQueue(b, filepath.Join(b.TempDir(), "buffer.db"), Options{MaxBytes: 256 << 20}, nil)
+	b.SetBytes(encodedLen(benchBatch("device-001")))
+	b.ReportAllocs()
+	ctx, cancel := context.WithCancel(context.Background())
+	acked := make(chan struct{})
+	go func() {
+		defer close(acked)
+		var after uint64
+		seqs := make([]uint64, 0, 100)
+		for ctx.Err() == nil {
+			if err := q.Wait(ctx, after); err != nil {
+				return
+			}
+			recs, err := q.Peek(after, 100)
+			if err != nil || len(recs) == 0 {
+				continue
+			}
+			seqs = seqs[:0]
+			for _, r := range recs {
+				seqs = append(seqs, r.Seq)
+			}
+			after = recs[len(recs)-1].Seq
+			if err := q.AckSeqs(seqs); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	}()
+	b.ResetTimer()
+	b.SetParallelism(max(1, 8/runtime.GOMAXPROCS(0)))
+	b.RunParallel(func(pb *testing.PB) {
+		batch := benchBatch("device-par")
+		for pb.Next() {
+			if err := q.Append(ctx, batch); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	cancel()
+	<-acked
+	st := q.Stats()
+	b.ReportMetric(float64(b.N*benchPoints)/b.Elapsed().Seconds(), "points/s")
+	b.ReportMetric(float64(st.Appended)/float64(max(st.Commits, 1)), "batches/commit")
+}

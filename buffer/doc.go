@@ -17,7 +17,11 @@
 // of an older backlog and so receives PUBACKs out of sequence order: a
 // record is deleted only when its own PUBACK arrived, never because a later
 // one's did. Gaps this leaves are harmless: Peek skips missing keys, and
-// FirstSeq is the oldest record actually stored.
+// FirstSeq is the oldest record actually stored. With SyncInterval 0,
+// AckSeqs hands its deletes to the writer, which commits them in the same
+// transaction (and fsync) as the appends pending at that moment, and
+// returns when that commit is durable: one write transaction per flush for
+// appends and acknowledgements together, not one per PUBACK batch.
 //
 // # Invariants
 //

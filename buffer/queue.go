@@ -162,13 +162,17 @@ type pending struct {
 	points []int     // readings per value
 	bufs   []*[]byte // pooled buffers the values live in
 	bytes  int64
+	acks   []uint64 // sequence numbers to delete as acknowledged (AckSeqs)
 }
 
 func (p *pending) reset() {
 	clear(p.vals)
 	clear(p.bufs)
-	p.vals, p.points, p.bufs, p.bytes = p.vals[:0], p.points[:0], p.bufs[:0], 0
+	p.vals, p.points, p.bufs, p.bytes, p.acks = p.vals[:0], p.points[:0], p.bufs[:0], 0, p.acks[:0]
 }
+
+// empty reports whether there is nothing to commit.
+func (p *pending) empty() bool { return len(p.vals) == 0 && len(p.acks) == 0 }
 
 // flushResult is shared by all Append calls whose batches went into one
 // commit. err is written before done is closed.
@@ -298,13 +302,13 @@ func (q *Queue) run() {
 		}
 		q.mu.Lock()
 		p, f := q.pend, q.flush
-		if len(p.vals) > 0 {
+		if !p.empty() {
 			q.pend, q.flush = spare, newFlush()
 		}
 		q.mu.Unlock()
-		if len(p.vals) > 0 {
+		if !p.empty() {
 			f.err = q.commit(&p)
-			if f.err != nil {
+			if f.err != nil && len(p.vals) > 0 {
 				q.lost(&p, f.err)
 			}
 			close(f.done)
@@ -316,9 +320,9 @@ func (q *Queue) run() {
 		}
 		if closing {
 			q.mu.Lock()
-			left := len(q.pend.vals)
+			left := !q.pend.empty()
 			q.mu.Unlock()
-			if left == 0 {
+			if !left {
 				return
 			}
 			continue // closed is set, so this is the last of it
@@ -380,6 +384,9 @@ func (q *Queue) commit(p *pending) error {
 		b.FillPercent = 1.0
 		if q.maxAge > 0 {
 			q.dropAged(b, now, &d)
+		}
+		if len(p.acks) > 0 {
+			q.deleteSeqsAcked(b, p.acks, &d)
 		}
 		stored -= d.removedBytes
 		var unfitBytes int64
@@ -672,8 +679,11 @@ func (q *Queue) Ack(upTo uint64) error {
 	})
 }
 
-// AckSeqs deletes exactly the records with the given sequence numbers in
-// one transaction and counts them as acknowledged. It is the out-of-order
+// AckSeqs deletes exactly the records with the given sequence numbers and
+// counts them as acknowledged. With SyncInterval 0 the deletes join the
+// writer's next group commit (one transaction and one fsync with the
+// appends pending then) and AckSeqs returns once that commit is durable;
+// with SyncInterval > 0 they are one transaction of their own. It is the out-of-order
 // form of Ack, for an uplink that publishes live records ahead of a
 // backlog: a record is deleted only when its own sequence number is passed,
 // never because a later one was. Numbers that are not stored (acked or
@@ -681,6 +691,20 @@ func (q *Queue) Ack(upTo uint64) error {
 func (q *Queue) AckSeqs(seqs []uint64) error {
 	q.mu.Lock()
 	nothing := len(seqs) == 0 || q.st.Records == 0
+	if q.interval == 0 && !nothing && !q.closed {
+		q.pend.acks = append(q.pend.acks, seqs...)
+		f := q.flush
+		q.mu.Unlock()
+		select {
+		case q.kick <- struct{}{}:
+		default:
+		}
+		<-f.done // the writer always finishes a flush, also when closing
+		if f.err != nil {
+			return fmt.Errorf("buffer %s: ack %d records: %w", q.path, len(seqs), f.err)
+		}
+		return nil
+	}
 	q.mu.Unlock()
 	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack %d records", len(seqs)) }, func(b *bolt.Bucket, keep func(uint64, []byte)) {
 		var k [8]byte
@@ -691,6 +715,25 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 			}
 		}
 	})
+}
+
+// deleteSeqsAcked deletes, in a commit, the stored records among seqs and
+// counts them as acknowledged in d. The caller holds wmu.
+func (q *Queue) deleteSeqsAcked(b *bolt.Bucket, seqs []uint64, d *delta) {
+	var k [8]byte
+	found := q.seqScratch[:0]
+	for _, s := range seqs {
+		binary.BigEndian.PutUint64(k[:], s)
+		if v := b.Get(k[:]); v != nil {
+			found = append(found, s)
+			d.removed++
+			d.removedBytes += int64(len(v))
+			d.removedPoints += int64(pointsOf(v))
+		}
+	}
+	q.seqScratch = found
+	d.acked += uint64(len(found))
+	deleteSeqs(b, found)
 }
 
 // deleteAcked is the one write path of Ack and AckSeqs: find calls keep for
