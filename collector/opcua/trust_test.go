@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
@@ -159,6 +160,8 @@ func TestUntrustedServerRefused(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "own"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	logs := &lockedBuf{}
+	d.log = slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := d.Connect(ctx)
@@ -183,6 +186,14 @@ func TestUntrustedServerRefused(t *testing.T) {
 	defer cancel2()
 	if err := d.Connect(ctx2); errors.As(err, &ue) {
 		t.Fatalf("connect after trusting = %v", err)
+	}
+	// Logged once when the refusal started and once when it ended, not
+	// at every attempt.
+	if n := strings.Count(logs.String(), "server certificate not trusted"); n != 1 {
+		t.Errorf("refusal logged %d times:\n%s", n, logs)
+	}
+	if n := strings.Count(logs.String(), "server certificate trusted now"); n != 1 {
+		t.Errorf("trust logged %d times:\n%s", n, logs)
 	}
 }
 
