@@ -157,7 +157,7 @@ func TestDemoShowsTelemetry(t *testing.T) {
 	stdout, stderr := new(lockedBuffer), new(lockedBuffer)
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"demo"}, stdout, stderr) }()
-	checkFor(t, 20*time.Second, "telemetry from every device on the console", func() error {
+	checkFor(t, 60*time.Second, "telemetry from every device on the console", func() error {
 		s := stdout.String()
 		for _, want := range []string{"press-1", "oil_temp=", "degC", "boiler-2", "water_temp=", "meter-3", "power=", "status=online",
 			"cnc-4", "spindle_temp=", "parts="} {
