@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fieldgate/fieldgate/collector/modbus"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/sim"
 )
 
@@ -55,7 +56,7 @@ func startDevice(t *testing.T) string {
 // waitForPolls waits until every device has served at least n requests.
 func waitForPolls(t *testing.T, addrs []string, n uint64) {
 	t.Helper()
-	checkFor(t, 30*time.Second, fmt.Sprintf("%d requests served by each device", n), func() error {
+	peers.CheckFor(t, 30*time.Second, fmt.Sprintf("%d requests served by each device", n), func() error {
 		for _, a := range addrs {
 			if got := simByAddr[a].Requests(); got < n {
 				return fmt.Errorf("device %s served %d requests", a, got)

@@ -16,6 +16,7 @@ import (
 	"github.com/fieldgate/fieldgate/buffer"
 	"github.com/fieldgate/fieldgate/config"
 	"github.com/fieldgate/fieldgate/gateway"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/telemetry"
 )
 
@@ -89,16 +90,16 @@ func TestUplinkLostTwiceNothingMissing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test; skipped with -short")
 	}
-	broker := startMosquitto(t, freePort(t))
-	sub := subscribe(t, broker.addr(), "fieldgate/e2e-gw/#")
-	px := startProxy(t, broker.addr())
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{})
+	sub := subscribe(t, broker.Addr(), "fieldgate/e2e-gw/#")
+	px := peers.StartProxy(t, broker.Addr())
 
 	var addrs []string
 	for range devicesN {
 		addrs = append(addrs, startDevice(t))
 	}
 	dir := t.TempDir()
-	cfg, err := config.Load(writeConfig(t, dir, px.addr(), addrs))
+	cfg, err := config.Load(writeConfig(t, dir, px.Addr(), addrs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,25 +133,27 @@ func TestUplinkLostTwiceNothingMissing(t *testing.T) {
 			return nil
 		}
 	}
-	checkFor(t, 10*time.Second, "first batches delivered", published(30))
-	for i := range 2 {
-		px.cut()
+	peers.CheckFor(t, 10*time.Second, "first batches delivered", published(30))
+	const outages = 2
+	for i := range outages {
+		px.Hold(true) // refuse reconnects until restored
+		px.Cut()
 		before := g.Status().Buffer.Records
-		checkFor(t, 10*time.Second, "backlog grows while the uplink is cut", func() error {
+		peers.CheckFor(t, 10*time.Second, "backlog grows while the uplink is cut", func() error {
 			if n := g.Status().Buffer.Records; n < before+30 {
 				return fmt.Errorf("buffer holds %d records", n)
 			}
 			return nil
 		})
-		px.restore()
+		px.Hold(false)
 		acked := g.Status().Uplink.Acked
-		checkFor(t, 20*time.Second, fmt.Sprintf("delivery resumes after outage %d", i+1), published(acked+60))
+		peers.CheckFor(t, 20*time.Second, fmt.Sprintf("delivery resumes after outage %d", i+1), published(acked+60))
 	}
 	want := rec.freeze()
 	if len(want) < devicesN*tagsPerDev*30 {
 		t.Fatalf("only %d readings produced; the collector is not polling at 100 ms", len(want))
 	}
-	checkFor(t, 30*time.Second, "every committed reading received", func() error {
+	peers.CheckFor(t, 30*time.Second, "every committed reading received", func() error {
 		if n, ex := sub.missing(want); n > 0 {
 			return fmt.Errorf("%d of %d readings missing, e.g. %+v", n, len(want), ex)
 		}
@@ -158,9 +161,9 @@ func TestUplinkLostTwiceNothingMissing(t *testing.T) {
 	})
 	dups := sub.duplicateMessages()
 	t.Logf("%d readings produced and received; %d messages, %d duplicate messages over %d outages (window %d)",
-		len(want), sub.msgs, dups, px.cuts, window)
-	if dups > window*px.cuts {
-		t.Errorf("%d duplicate messages; at most %d (window × outages) allowed", dups, window*px.cuts)
+		len(want), sub.msgs, dups, outages, window)
+	if dups > window*outages {
+		t.Errorf("%d duplicate messages; at most %d (window × outages) allowed", dups, window*outages)
 	}
 	if sub.badJSON > 0 {
 		t.Errorf("%d payloads were not valid JSON", sub.badJSON)
@@ -174,9 +177,8 @@ func TestKilledWhileBrokerDownLosesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test; skipped with -short")
 	}
-	bin := fieldgateBinary(t)
-	_ = bin
-	port := freePort(t)
+	peers.FieldgateBinary(t) // built before the clock starts
+	port := peers.FreePort(t)
 	brokerAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	var addrs []string
 	for range devicesN {
@@ -185,16 +187,16 @@ func TestKilledWhileBrokerDownLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	cfgPath := writeConfig(t, dir, brokerAddr, addrs)
 
-	gw := startFieldgate(t, "run", "-c", cfgPath)
+	gw := peers.StartFieldgate(t, "run", "-c", cfgPath)
 	// The broker is down: the gateway must keep collecting into the buffer.
-	checkFor(t, 20*time.Second, "gateway reports the broker unreachable", func() error {
-		if !strings.Contains(gw.out.String(), "cannot connect to the broker") {
+	peers.CheckFor(t, 20*time.Second, "gateway reports the broker unreachable", func() error {
+		if !strings.Contains(gw.Out.String(), "cannot connect to the broker") {
 			return fmt.Errorf("no broker error logged yet")
 		}
 		return nil
 	})
 	waitForPolls(t, addrs, 30) // two requests per poll: about 15 polls per device
-	gw.stop(t, syscall.SIGKILL, 5*time.Second)
+	gw.Stop(t, syscall.SIGKILL, 5*time.Second)
 
 	// What the killed gateway committed is exactly what its buffer file holds.
 	committed := bufferContents(t, filepath.Join(dir, "buffer.db"))
@@ -202,18 +204,18 @@ func TestKilledWhileBrokerDownLosesNothing(t *testing.T) {
 		t.Fatalf("only %d readings in the buffer after the kill", len(committed))
 	}
 
-	broker := startMosquitto(t, port)
-	sub := subscribe(t, broker.addr(), "fieldgate/e2e-gw/#")
-	gw2 := startFieldgate(t, "run", "-c", cfgPath)
-	checkFor(t, 30*time.Second, "everything committed before the kill received", func() error {
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{Port: port})
+	sub := subscribe(t, broker.Addr(), "fieldgate/e2e-gw/#")
+	gw2 := peers.StartFieldgate(t, "run", "-c", cfgPath)
+	peers.CheckFor(t, 30*time.Second, "everything committed before the kill received", func() error {
 		if n, ex := sub.missing(committed); n > 0 {
 			return fmt.Errorf("%d of %d readings missing, e.g. %+v", n, len(committed), ex)
 		}
 		return nil
 	})
-	st := gw2.stop(t, syscall.SIGTERM, 15*time.Second)
+	st := gw2.Stop(t, syscall.SIGTERM, 15*time.Second)
 	if code := st.ExitCode(); code != 0 {
-		t.Errorf("fieldgate exited with %d after SIGTERM, want 0:\n%s", code, gw2.out.String())
+		t.Errorf("fieldgate exited with %d after SIGTERM, want 0:\n%s", code, gw2.Out.String())
 	}
 	t.Logf("%d readings committed before SIGKILL, all received after restart", len(committed))
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/config"
 	"github.com/fieldgate/fieldgate/gateway"
+	"github.com/fieldgate/fieldgate/internal/peers"
 )
 
 // testPKI is a throwaway certificate authority with a broker certificate
@@ -141,22 +142,14 @@ type tlsBrokerOptions struct {
 // subscriber and a TLS listener for the gateway.
 type tlsMosquitto struct {
 	plain, tls string // host:port of each listener
-	out        *syncBuffer
 }
 
 // startTLSMosquitto starts Mosquitto with the PKI's broker certificate on a
 // TLS listener configured by o, and a plain anonymous listener.
 func startTLSMosquitto(t *testing.T, p *testPKI, o tlsBrokerOptions) *tlsMosquitto {
 	t.Helper()
-	bin := mosquittoPath(t)
-	dir := t.TempDir()
-	openToBroker(t, dir)
-	m := &tlsMosquitto{out: new(syncBuffer)}
-	plainPort, tlsPort := freePort(t), freePort(t)
-	m.plain, m.tls = fmt.Sprintf("127.0.0.1:%d", plainPort), fmt.Sprintf("127.0.0.1:%d", tlsPort)
+	tlsPort := peers.FreePort(t)
 	var b strings.Builder
-	fmt.Fprintf(&b, "per_listener_settings true\n")
-	fmt.Fprintf(&b, "listener %d 127.0.0.1\nallow_anonymous true\n", plainPort)
 	fmt.Fprintf(&b, "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n", tlsPort, p.ca, p.serverCert, p.serverKey)
 	fmt.Fprintf(&b, "require_certificate %t\n", o.requireCert)
 	if len(o.users) == 0 {
@@ -166,6 +159,8 @@ func startTLSMosquitto(t *testing.T, p *testPKI, o tlsBrokerOptions) *tlsMosquit
 		if err != nil {
 			t.Skip("mosquitto_passwd not found (Debian package mosquitto): skipping the password case")
 		}
+		dir := t.TempDir()
+		openToBroker(t, dir)
 		pwFile := filepath.Join(dir, "passwd")
 		for user, pw := range o.users {
 			args := []string{"-b", pwFile, user, pw}
@@ -181,36 +176,14 @@ func startTLSMosquitto(t *testing.T, p *testPKI, o tlsBrokerOptions) *tlsMosquit
 		}
 		fmt.Fprintf(&b, "allow_anonymous false\npassword_file %s\n", pwFile)
 	}
-	conf := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", conf)
-	cmd.Stdout, cmd.Stderr = m.out, m.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start mosquitto: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	checkFor(t, 10*time.Second, "mosquitto accepts connections on both listeners", func() error {
-		for _, a := range []string{m.plain, m.tls} {
-			c, err := net.DialTimeout("tcp", a, 200*time.Millisecond)
-			if err != nil {
-				return fmt.Errorf("%w; mosquitto says: %s", err, m.out.String())
-			}
-			_ = c.Close()
-		}
-		return nil
-	})
-	return m
+	m := peers.StartMosquitto(t, peers.MosquittoOptions{Global: "per_listener_settings true", Extra: b.String()})
+	return &tlsMosquitto{plain: m.Addr(), tls: fmt.Sprintf("127.0.0.1:%d", tlsPort)}
 }
 
 // tlsGateway is a gateway under test with its log captured.
 type tlsGateway struct {
 	g   *gateway.Gateway
-	log *syncBuffer
+	log *peers.SyncBuffer
 }
 
 // startTLSGateway runs a gateway with one simulated Modbus device against
@@ -243,7 +216,7 @@ devices:
 	if err != nil {
 		t.Fatalf("config:\n%s\n%v", text, err)
 	}
-	tg := &tlsGateway{log: new(syncBuffer)}
+	tg := &tlsGateway{log: new(peers.SyncBuffer)}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(tg.log, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	tg.g, err = gateway.New(cfg, gateway.Options{}, log)
 	if err != nil {
@@ -271,7 +244,7 @@ devices:
 func (tg *tlsGateway) delivers(t *testing.T, m *tlsMosquitto) {
 	t.Helper()
 	sub := subscribe(t, m.plain, "fieldgate/tls-gw/#")
-	checkFor(t, 30*time.Second, "readings arrive through the TLS listener", func() error {
+	peers.CheckFor(t, 30*time.Second, "readings arrive through the TLS listener", func() error {
 		sub.mu.Lock()
 		n := sub.msgs
 		sub.mu.Unlock()
@@ -289,7 +262,7 @@ func (tg *tlsGateway) delivers(t *testing.T, m *tlsMosquitto) {
 // of want, checks that the log says the same, and that it never connected.
 func (tg *tlsGateway) fails(t *testing.T, want ...string) {
 	t.Helper()
-	checkFor(t, 30*time.Second, "the uplink reports a connection error", func() error {
+	peers.CheckFor(t, 30*time.Second, "the uplink reports a connection error", func() error {
 		if e := tg.g.Status().Uplink.LastError; e == "" {
 			return fmt.Errorf("no error yet")
 		}
@@ -301,8 +274,8 @@ func (tg *tlsGateway) fails(t *testing.T, want ...string) {
 			t.Errorf("uplink last error %q does not say %q", st.LastError, w)
 		}
 	}
-	checkFor(t, 10*time.Second, "the log says why", func() error {
-		for _, l := range tg.log.lines() {
+	peers.CheckFor(t, 10*time.Second, "the log says why", func() error {
+		for _, l := range tg.log.Lines() {
 			if strings.Contains(l, "cannot connect to the broker") && strings.Contains(l, want[0]) {
 				return nil
 			}
@@ -356,7 +329,7 @@ func TestTLSAgainstMosquitto(t *testing.T) {
 		tg := startTLSGateway(t, "tls://"+m.tls, "  tls: { insecure_skip_verify: true }")
 		tg.delivers(t, m)
 		found := false
-		for _, l := range tg.log.lines() {
+		for _, l := range tg.log.Lines() {
 			found = found || strings.Contains(l, "level=WARN") && strings.Contains(l, "insecure_skip_verify")
 		}
 		if !found {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/config"
 	"github.com/fieldgate/fieldgate/gateway"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/sim"
 )
 
@@ -40,7 +41,7 @@ func mosquittoClient(t *testing.T, name string) string {
 // both are in the audit log.
 func TestSetCommandsThroughMosquitto(t *testing.T) {
 	pub, subBin := mosquittoClient(t, "mosquitto_pub"), mosquittoClient(t, "mosquitto_sub")
-	m := startMosquitto(t, freePort(t))
+	m := peers.StartMosquitto(t, peers.MosquittoOptions{})
 	dev := sim.NewModbus(sim.ModbusOptions{})
 	if err := dev.Listen("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
@@ -56,7 +57,7 @@ devices:
     poll: 200ms
     tags:
       - { name: speed, address: 40001, type: uint16, writable: true, min: 0, max: 1500, verify: true }
-`, m.addr(), dev.Addr())))
+`, m.Addr(), dev.Addr())))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ devices:
 
 	// mosquitto_sub prints "topic payload" per result until killed.
 	sctx, scancel := context.WithCancel(context.Background())
-	sub := exec.CommandContext(sctx, subBin, "-h", "127.0.0.1", "-p", strconv.Itoa(m.port), "-q", "1", "-v", "-t", "fieldgate/gw/+/set/result")
+	sub := exec.CommandContext(sctx, subBin, "-h", "127.0.0.1", "-p", strconv.Itoa(m.Port()), "-q", "1", "-v", "-t", "fieldgate/gw/+/set/result")
 	out, err := sub.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +103,7 @@ devices:
 	defer func() { scancel(); _ = sub.Wait(); <-read }()
 	send := func(payload string) {
 		t.Helper()
-		c := exec.Command(pub, "-h", "127.0.0.1", "-p", strconv.Itoa(m.port), "-q", "1", "-t", "fieldgate/gw/press-1/set", "-m", payload)
+		c := exec.Command(pub, "-h", "127.0.0.1", "-p", strconv.Itoa(m.Port()), "-q", "1", "-t", "fieldgate/gw/press-1/set", "-m", payload)
 		if b, err := c.CombinedOutput(); err != nil {
 			t.Fatalf("mosquitto_pub: %v: %s", err, b)
 		}
@@ -115,7 +116,7 @@ devices:
 	// Until the gateway and mosquitto_sub have subscribed, commands or
 	// results may be lost: ping until one round trip works.
 	pings := 0
-	checkFor(t, 30*time.Second, "a ping answered", func() error {
+	peers.CheckFor(t, 30*time.Second, "a ping answered", func() error {
 		pings++
 		send(fmt.Sprintf(`{"id":"ping-%d","tag":"speed","value":0}`, pings))
 		for i := 1; i <= pings; i++ {
@@ -128,7 +129,7 @@ devices:
 	})
 	send(`{"id":"in-range","tag":"speed","value":1200}`)
 	send(`{"id":"too-fast","tag":"speed","value":1501}`)
-	checkFor(t, 20*time.Second, "both results", func() error {
+	peers.CheckFor(t, 20*time.Second, "both results", func() error {
 		if result("in-range") == "" || result("too-fast") == "" {
 			return fmt.Errorf("results so far: %v", results)
 		}
