@@ -19,6 +19,7 @@ import (
 	"github.com/fieldgate/fieldgate/buffer"
 	"github.com/fieldgate/fieldgate/config"
 	"github.com/fieldgate/fieldgate/gateway"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/telemetry"
 	"github.com/fieldgate/fieldgate/uplink"
 	"github.com/fieldgate/fieldgate/uplink/jsonenc"
@@ -102,36 +103,36 @@ func TestBrokerSIGKILLedRepeatedly(t *testing.T) {
 	if long() {
 		kills, target = 10, 100000
 	}
-	port := freePort(t)
-	broker := startMosquitto(t, port)
-	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
-	px := startProxy(t, broker.addr())
+	port := peers.FreePort(t)
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{Port: port})
+	sub := newSubscriber(t, broker.Addr(), "fieldgate/faults-gw/#")
+	px := peers.StartProxy(t, broker.Addr())
 	addrs, _ := devices(t, 4)
 	dir := t.TempDir()
-	g, rec, stop := runGateway(t, dir, gatewayYAML(dir, px.addr(), addrs, 25*time.Millisecond, ""))
+	g, rec, stop := runGateway(t, dir, gatewayYAML(dir, px.Addr(), addrs, 25*time.Millisecond, ""))
 
 	atRisk := map[reading]struct{}{}
 	for i := range kills {
 		goal := target * (i + 1) / (kills + 1)
 		goal += rand.IntN(target/(kills+1)/2+1) - target/(kills+1)/4 // a random moment
-		checkFor(t, 2*time.Minute, fmt.Sprintf("%d readings before kill %d", goal, i+1), func() error {
+		peers.CheckFor(t, 2*time.Minute, fmt.Sprintf("%d readings before kill %d", goal, i+1), func() error {
 			if n := rec.len(); n < goal {
 				return fmt.Errorf("%d readings", n)
 			}
 			return nil
 		})
-		px.hold(true) // the gateway may reconnect only after the subscriber did
+		px.Hold(true) // the gateway may reconnect only after the subscriber did
 		before := rec.snapshot()
-		broker.kill()
+		broker.Kill()
 		for r := range sub.notYet(before) {
 			atRisk[r] = struct{}{}
 		}
 		time.Sleep(time.Duration(100+rand.IntN(700)) * time.Millisecond)
-		broker.start()
+		broker.Start()
 		sub.connect()
-		px.hold(false)
+		px.Hold(false)
 	}
-	checkFor(t, 2*time.Minute, fmt.Sprintf("%d readings committed", target), func() error {
+	peers.CheckFor(t, 2*time.Minute, fmt.Sprintf("%d readings committed", target), func() error {
 		if n := rec.len(); n < target {
 			return fmt.Errorf("%d readings", n)
 		}
@@ -165,16 +166,16 @@ func TestBrokerSIGKILLedRepeatedly(t *testing.T) {
 // reading any of the files held arrives; no duplicates (nothing was sent
 // before); SIGTERM then stops the gateway with status 0.
 func TestGatewaySIGKILLedWhileBrokerDown(t *testing.T) {
-	port := freePort(t)
+	port := peers.FreePort(t)
 	brokerAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	addrs, sims := devices(t, 3)
 	dir := t.TempDir()
 	cfgPath := writeFile(t, filepath.Join(dir, "fieldgate.yaml"), gatewayYAML(dir, brokerAddr, addrs, 50*time.Millisecond, ""))
 	want := map[reading]struct{}{}
 	for range 3 {
-		gw := startFieldgate(t, "run", "-c", cfgPath)
+		gw := peers.StartFieldgate(t, "run", "-c", cfgPath)
 		waitRequests(t, sims, 40)
-		gw.stop(t, syscall.SIGKILL, 5*time.Second)
+		gw.Stop(t, syscall.SIGKILL, 5*time.Second)
 		got, _ := bufferContents(t, filepath.Join(dir, "buffer.db"))
 		for r := range got {
 			want[r] = struct{}{}
@@ -183,11 +184,11 @@ func TestGatewaySIGKILLedWhileBrokerDown(t *testing.T) {
 	if len(want) < 3*3*tagsPerDev*5 {
 		t.Fatalf("only %d readings committed over three runs", len(want))
 	}
-	broker := startMosquitto(t, port)
-	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
-	gw := startFieldgate(t, "run", "-c", cfgPath)
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{Port: port})
+	sub := newSubscriber(t, broker.Addr(), "fieldgate/faults-gw/#")
+	gw := peers.StartFieldgate(t, "run", "-c", cfgPath)
 	sub.waitAll(t, time.Minute, want)
-	st := gw.stop(t, syscall.SIGTERM, 20*time.Second)
+	st := gw.Stop(t, syscall.SIGTERM, 20*time.Second)
 	tl := sub.tally(want)
 	record(t, row{scenario: "2 gateway SIGKILLed 3x, broker down", readings: tl.readings, lost: tl.lost,
 		dup: tl.dupMsgs, outOfOrder: tl.outOfOrder, note: fmt.Sprintf("exit after SIGTERM %d", st.ExitCode())})
@@ -204,29 +205,29 @@ func TestGatewaySIGKILLedWhileBrokerDown(t *testing.T) {
 // scheduling slack), reconnects when the route is back, and every
 // committed reading arrives.
 func TestBlackHoledUplink(t *testing.T) {
-	broker := startMosquitto(t, freePort(t))
-	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
-	px := startProxy(t, broker.addr())
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{})
+	sub := newSubscriber(t, broker.Addr(), "fieldgate/faults-gw/#")
+	px := peers.StartProxy(t, broker.Addr())
 	addrs, _ := devices(t, 2)
 	dir := t.TempDir()
-	g, rec, stop := runGateway(t, dir, gatewayYAML(dir, px.addr(), addrs, 50*time.Millisecond, ""))
-	checkFor(t, 30*time.Second, "data flowing", func() error {
+	g, rec, stop := runGateway(t, dir, gatewayYAML(dir, px.Addr(), addrs, 50*time.Millisecond, ""))
+	peers.CheckFor(t, 30*time.Second, "data flowing", func() error {
 		if g.Status().Uplink.Acked < 20 {
 			return fmt.Errorf("acked %d", g.Status().Uplink.Acked)
 		}
 		return nil
 	})
-	px.blackhole(true)
+	px.Blackhole(true)
 	start := time.Now()
-	checkFor(t, 30*time.Second, "black hole noticed", func() error {
+	peers.CheckFor(t, 30*time.Second, "black hole noticed", func() error {
 		if g.Status().Uplink.Connected {
 			return fmt.Errorf("still connected")
 		}
 		return nil
 	})
 	took := time.Since(start)
-	px.blackhole(false)
-	checkFor(t, 30*time.Second, "reconnected", func() error {
+	px.Blackhole(false)
+	peers.CheckFor(t, 30*time.Second, "reconnected", func() error {
 		if st := g.Status().Uplink; !st.Connected || st.Reconnects == 0 {
 			return fmt.Errorf("not reconnected")
 		}
@@ -267,7 +268,7 @@ func drain(t *testing.T, q *buffer.Queue, broker string, cfg uplink.Config) upli
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- u.Run(ctx) }()
-	checkFor(t, 3*time.Minute, "buffer drained", func() error {
+	peers.CheckFor(t, 3*time.Minute, "buffer drained", func() error {
 		if n := q.Stats().Records; n > 0 {
 			return fmt.Errorf("%d records left", n)
 		}
@@ -285,8 +286,8 @@ func drain(t *testing.T, q *buffer.Queue, broker string, cfg uplink.Config) upli
 // exactly the counted number of readings is missing, they are the oldest,
 // and the per-device counts add up.
 func TestBufferBoundDuringOutage(t *testing.T) {
-	broker := startMosquitto(t, freePort(t))
-	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{})
+	sub := newSubscriber(t, broker.Addr(), "fieldgate/faults-gw/#")
 	path := filepath.Join(t.TempDir(), "b.db")
 	q, err := buffer.Open(path, buffer.Options{MaxBytes: 1 << 20}, nil)
 	if err != nil {
@@ -318,7 +319,7 @@ func TestBufferBoundDuringOutage(t *testing.T) {
 	if st.DroppedPoints == 0 {
 		t.Fatalf("bound not reached: %+v", st)
 	}
-	drain(t, q, broker.addr(), uplink.Config{})
+	drain(t, q, broker.Addr(), uplink.Config{})
 	want := map[reading]struct{}{}
 	for _, r := range order {
 		want[r] = struct{}{}
@@ -359,7 +360,7 @@ func mapOf(rs []reading) map[reading]struct{} {
 // *.corrupt-<time> (or the damaged record is skipped and counted), and new
 // readings flow.
 func TestCorruptBufferAtStart(t *testing.T) {
-	broker := startMosquitto(t, freePort(t))
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{})
 	addrs, _ := devices(t, 1)
 	damages := []struct {
 		name   string
@@ -373,7 +374,7 @@ func TestCorruptBufferAtStart(t *testing.T) {
 	total, lost, dups := 0, 0, 0
 	for _, d := range damages {
 		t.Run(strings.ReplaceAll(d.name, " ", "_"), func(t *testing.T) {
-			sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
+			sub := newSubscriber(t, broker.Addr(), "fieldgate/faults-gw/#")
 			dir := t.TempDir()
 			path := filepath.Join(dir, "buffer.db")
 			q, err := buffer.Open(path, buffer.Options{}, nil)
@@ -391,8 +392,8 @@ func TestCorruptBufferAtStart(t *testing.T) {
 				t.Fatal(err)
 			}
 			writeFile(t, path, string(d.damage(b)))
-			g, rec, stop := runGateway(t, dir, gatewayYAML(dir, broker.addr(), addrs, 50*time.Millisecond, ""))
-			checkFor(t, 30*time.Second, "new readings delivered", func() error {
+			g, rec, stop := runGateway(t, dir, gatewayYAML(dir, broker.Addr(), addrs, 50*time.Millisecond, ""))
+			peers.CheckFor(t, 30*time.Second, "new readings delivered", func() error {
 				if g.Status().Uplink.LiveTotal < 10 {
 					return fmt.Errorf("%d live records acked", g.Status().Uplink.LiveTotal)
 				}
@@ -423,8 +424,8 @@ func TestBacklogBeyondPacketIDs(t *testing.T) {
 	if long() {
 		n = 200000
 	}
-	broker := startMosquitto(t, freePort(t))
-	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{})
+	sub := newSubscriber(t, broker.Addr(), "fieldgate/faults-gw/#")
 	q, err := buffer.Open(filepath.Join(t.TempDir(), "b.db"), buffer.Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -444,7 +445,7 @@ func TestBacklogBeyondPacketIDs(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	st := drain(t, q, broker.addr(), uplink.Config{})
+	st := drain(t, q, broker.Addr(), uplink.Config{})
 	took := time.Since(start)
 	sub.waitAll(t, time.Minute, want)
 	tl := sub.tally(want)
@@ -464,30 +465,30 @@ func TestBacklogBeyondPacketIDs(t *testing.T) {
 // first historical message is the oldest record left in the file, and
 // every reading ever committed arrives.
 func TestSIGTERMDuringBacklogDrain(t *testing.T) {
-	broker := startMosquitto(t, freePort(t))
-	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
-	px := startProxy(t, broker.addr())
-	px.hold(true)
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{})
+	sub := newSubscriber(t, broker.Addr(), "fieldgate/faults-gw/#")
+	px := peers.StartProxy(t, broker.Addr())
+	px.Hold(true)
 	addrs, sims := devices(t, 3)
 	dir := t.TempDir()
-	cfgPath := writeFile(t, filepath.Join(dir, "fieldgate.yaml"), gatewayYAML(dir, px.addr(), addrs, 50*time.Millisecond, ""))
+	cfgPath := writeFile(t, filepath.Join(dir, "fieldgate.yaml"), gatewayYAML(dir, px.Addr(), addrs, 50*time.Millisecond, ""))
 	bufPath := filepath.Join(dir, "buffer.db")
 
-	gw := startFieldgate(t, "run", "-c", cfgPath)
+	gw := peers.StartFieldgate(t, "run", "-c", cfgPath)
 	waitRequests(t, sims, 60)
-	gw.stop(t, syscall.SIGKILL, 5*time.Second)
+	gw.Stop(t, syscall.SIGKILL, 5*time.Second)
 	want, _ := bufferContents(t, bufPath)
 
-	px.setRate(20 << 10) // about 20 messages a second
-	px.hold(false)
-	gw = startFieldgate(t, "run", "-c", cfgPath)
-	checkFor(t, 30*time.Second, "drain under way", func() error {
+	px.SetRate(20 << 10) // about 20 messages a second
+	px.Hold(false)
+	gw = peers.StartFieldgate(t, "run", "-c", cfgPath)
+	peers.CheckFor(t, 30*time.Second, "drain under way", func() error {
 		if n := sub.tally(want); n.readings-n.lost < 40*tagsPerDev {
 			return fmt.Errorf("%d readings received", n.readings-n.lost)
 		}
 		return nil
 	})
-	st := gw.stop(t, syscall.SIGTERM, 20*time.Second)
+	st := gw.Stop(t, syscall.SIGTERM, 20*time.Second)
 	left, seqs := bufferContents(t, bufPath)
 	if len(seqs) == 0 {
 		t.Fatal("backlog drained before SIGTERM; slow the link")
@@ -495,11 +496,11 @@ func TestSIGTERMDuringBacklogDrain(t *testing.T) {
 	for r := range left {
 		want[r] = struct{}{}
 	}
-	px.setRate(0)
+	px.SetRate(0)
 	mark := sub.count()
-	gw = startFieldgate(t, "run", "-c", cfgPath)
+	gw = peers.StartFieldgate(t, "run", "-c", cfgPath)
 	sub.waitAll(t, time.Minute, want)
-	gw.stop(t, syscall.SIGTERM, 20*time.Second)
+	gw.Stop(t, syscall.SIGTERM, 20*time.Second)
 	var firstHist *msgRef
 	for _, m := range sub.messages(mark) {
 		if m.hist {
@@ -555,12 +556,12 @@ func setFileSizeLimit(t *testing.T, soft uint64) uint64 {
 // shown by Ready (/readyz) while they last; after the limit is restored the
 // gateway recovers without a restart: Ready again, new readings delivered.
 func TestCommitFailureFileSystemFull(t *testing.T) {
-	broker := startMosquitto(t, freePort(t))
-	sub := newSubscriber(t, broker.addr(), "fieldgate/faults-gw/#")
+	broker := peers.StartMosquitto(t, peers.MosquittoOptions{})
+	sub := newSubscriber(t, broker.Addr(), "fieldgate/faults-gw/#")
 	addrs, _ := devices(t, 2)
 	dir := t.TempDir()
-	g, rec, stop := runGateway(t, dir, gatewayYAML(dir, broker.addr(), addrs, 50*time.Millisecond, ""))
-	checkFor(t, 30*time.Second, "data flowing", func() error {
+	g, rec, stop := runGateway(t, dir, gatewayYAML(dir, broker.Addr(), addrs, 50*time.Millisecond, ""))
+	peers.CheckFor(t, 30*time.Second, "data flowing", func() error {
 		if n := g.Status().Uplink.Acked; n < 20 {
 			return fmt.Errorf("acked %d", n)
 		}
@@ -578,7 +579,7 @@ func TestCommitFailureFileSystemFull(t *testing.T) {
 	}
 	defer restore()
 	var readyErr error
-	checkFor(t, 20*time.Second, "commit failures seen", func() error {
+	peers.CheckFor(t, 20*time.Second, "commit failures seen", func() error {
 		st := g.Status()
 		if st.Buffer.LostPoints == 0 || !st.Buffer.Failing {
 			return fmt.Errorf("buffer %+v", st.Buffer)
@@ -593,7 +594,7 @@ func TestCommitFailureFileSystemFull(t *testing.T) {
 	during := g.Status()
 	restore()
 	base := rec.len()
-	checkFor(t, 30*time.Second, "recovered without restart", func() error {
+	peers.CheckFor(t, 30*time.Second, "recovered without restart", func() error {
 		st := g.Status()
 		if st.Buffer.Failing {
 			return fmt.Errorf("still failing: %s", st.Buffer.LastError)

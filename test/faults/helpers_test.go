@@ -8,14 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,106 +20,12 @@ import (
 
 	"github.com/fieldgate/fieldgate/buffer"
 	"github.com/fieldgate/fieldgate/collector/modbus"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/sim"
 )
 
 // long reports whether the long versions of the scenarios run.
 func long() bool { return os.Getenv("FIELDGATE_FAULTS_LONG") == "1" }
-
-// checkFor polls cond every 20 ms until it returns nil or d passes.
-func checkFor(t testing.TB, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// mosquittoPath returns the mosquitto binary, or skips naming the Debian
-// package; under CI a missing broker fails.
-func mosquittoPath(t testing.TB) string {
-	t.Helper()
-	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/bin/mosquitto"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("mosquitto"); err == nil {
-		return p
-	}
-	msg := "mosquitto not found: install the Debian package mosquitto (apt-get install -y mosquitto)"
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// mosquitto is a real broker process on 127.0.0.1 that the test can SIGKILL
-// and start again on the same port.
-type mosquitto struct {
-	t    testing.TB
-	bin  string
-	port int
-	conf string
-	cmd  *exec.Cmd
-}
-
-func startMosquitto(t testing.TB, port int) *mosquitto {
-	t.Helper()
-	m := &mosquitto{t: t, bin: mosquittoPath(t), port: port}
-	m.conf = filepath.Join(t.TempDir(), "mosquitto.conf")
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n", port)
-	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m.start()
-	t.Cleanup(m.kill)
-	return m
-}
-
-func (m *mosquitto) addr() string { return "127.0.0.1:" + strconv.Itoa(m.port) }
-
-func (m *mosquitto) start() {
-	m.t.Helper()
-	m.cmd = exec.Command(m.bin, "-c", m.conf)
-	if err := m.cmd.Start(); err != nil {
-		m.t.Fatalf("start mosquitto: %v", err)
-	}
-	checkFor(m.t, 10*time.Second, "mosquitto accepts connections", func() error {
-		c, err := net.DialTimeout("tcp", m.addr(), 200*time.Millisecond)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
-}
-
-func (m *mosquitto) kill() {
-	if m.cmd == nil || m.cmd.Process == nil {
-		return
-	}
-	_ = m.cmd.Process.Signal(syscall.SIGKILL)
-	_ = m.cmd.Wait()
-	m.cmd = nil
-}
 
 // reading identifies one reading.
 type reading struct {
@@ -292,156 +195,12 @@ func (s *subscriber) notYet(want map[reading]struct{}) map[reading]struct{} {
 // waitAll waits until every reading of want arrived.
 func (s *subscriber) waitAll(t testing.TB, d time.Duration, want map[reading]struct{}) {
 	t.Helper()
-	checkFor(t, d, "every committed reading received", func() error {
+	peers.CheckFor(t, d, "every committed reading received", func() error {
 		if tl := s.tally(want); tl.lost > 0 {
 			return fmt.Errorf("%d of %d readings missing, e.g. %+v", tl.lost, tl.readings, tl.example)
 		}
 		return nil
 	})
-}
-
-// proxy sits between the gateway and the broker. hold refuses new
-// connections (open ones keep working), cut resets every connection,
-// blackhole stops forwarding on open connections without closing them.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	hole   chan struct{} // closed while forwarding; open while black-holed
-	conns  map[net.Conn]struct{}
-	rate   int // bytes per second towards the broker; 0 unlimited
-	wg     sync.WaitGroup
-}
-
-func startProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, hole: make(chan struct{})}
-	close(p.hole)
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.blackhole(false)
-		p.cut()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		down := p.down
-		p.mu.Unlock()
-		if down {
-			reset(c)
-			continue
-		}
-		up, err := net.DialTimeout("tcp", p.target, 2*time.Second)
-		if err != nil {
-			reset(c)
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		hole := p.hole
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(up, c, hole, true)
-		go p.pipe(c, up, hole, false)
-	}
-}
-
-// pipe copies src to dst. hole is the black-hole gate at the time the
-// connection was made: a black hole swallows the connections open when it
-// starts, later ones work.
-func (p *proxy) pipe(dst, src net.Conn, _ chan struct{}, toBroker bool) {
-	defer p.wg.Done()
-	buf := make([]byte, 16<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			hole, rate := p.hole, p.rate
-			_, mine := p.conns[src]
-			p.mu.Unlock()
-			if mine {
-				<-hole
-			}
-			if toBroker && rate > 0 {
-				time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				break
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	p.mu.Lock()
-	delete(p.conns, dst)
-	delete(p.conns, src)
-	p.mu.Unlock()
-	reset(dst)
-	reset(src)
-}
-
-func reset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	_ = c.Close()
-}
-
-func (p *proxy) hold(on bool) {
-	p.mu.Lock()
-	p.down = on
-	p.mu.Unlock()
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for c := range p.conns {
-		reset(c)
-	}
-}
-
-// blackhole starts (or ends) swallowing everything on the connections that
-// are open now. While on, new connections are refused, as a dead route
-// would.
-func (p *proxy) blackhole(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = on
-	if on {
-		p.hole = make(chan struct{})
-		return
-	}
-	select {
-	case <-p.hole:
-	default:
-		close(p.hole)
-	}
-}
-
-func (p *proxy) setRate(bytesPerSec int) {
-	p.mu.Lock()
-	p.rate = bytesPerSec
-	p.mu.Unlock()
 }
 
 // devices runs n simulated Modbus devices whose registers change every
@@ -539,94 +298,6 @@ func bufferContents(t testing.TB, path string) (map[reading]struct{}, []uint64) 
 	}
 }
 
-// fieldgate binary, built once per test binary.
-var buildOnce struct {
-	sync.Once
-	path string
-	err  error
-	out  []byte
-}
-
-func fieldgateBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "fieldgate-faults-")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.path = filepath.Join(dir, "fieldgate")
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", buildOnce.path, "../../cmd/fieldgate")
-		buildOnce.out, buildOnce.err = cmd.CombinedOutput()
-	})
-	if buildOnce.err != nil {
-		t.Fatalf("build fieldgate: %v\n%s", buildOnce.err, buildOnce.out)
-	}
-	return buildOnce.path
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// process is fieldgate running as a child process.
-type process struct {
-	cmd *exec.Cmd
-	out *syncBuffer
-}
-
-func startFieldgate(t testing.TB, args ...string) *process {
-	t.Helper()
-	p := &process{out: new(syncBuffer)}
-	p.cmd = exec.Command(fieldgateBinary(t), args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start fieldgate: %v", err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("fieldgate output:\n%s", p.out.String())
-		}
-	})
-	return p
-}
-
-// stop sends sig and waits up to d for the process to exit.
-func (p *process) stop(t testing.TB, sig syscall.Signal, d time.Duration) *os.ProcessState {
-	t.Helper()
-	_ = p.cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-		return p.cmd.ProcessState
-	case <-time.After(d):
-		_ = p.cmd.Process.Kill()
-		<-done
-		t.Fatalf("fieldgate did not exit within %v of %v", d, sig)
-		return nil
-	}
-}
-
 // waitRequests waits until every simulator served at least n more requests
 // than it had when called.
 func waitRequests(t testing.TB, sims []*sim.ModbusServer, n uint64) {
@@ -635,7 +306,7 @@ func waitRequests(t testing.TB, sims []*sim.ModbusServer, n uint64) {
 	for i, s := range sims {
 		base[i] = s.Requests()
 	}
-	checkFor(t, 30*time.Second, fmt.Sprintf("%d more polls per device", n), func() error {
+	peers.CheckFor(t, 30*time.Second, fmt.Sprintf("%d more polls per device", n), func() error {
 		for i, s := range sims {
 			if got := s.Requests() - base[i]; got < n {
 				return fmt.Errorf("device %d served %d requests", i, got)
