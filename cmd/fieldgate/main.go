@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -67,6 +68,9 @@ Run "fieldgate COMMAND -h" for a command's flags.
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "run" {
+		settleMemory = limitMemory()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -216,12 +220,47 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("cannot start", "err", err)
 		return exitFail
 	}
+	settleMemory()
 	if err := g.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("fieldgate stopped", "err", err)
 		return exitFail
 	}
 	log.Info("fieldgate stopped")
 	return exitOK
+}
+
+// defaultMemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit)
+// of `fieldgate run` when neither GOMEMLIMIT nor GOGC is set. Without a
+// limit the Go heap may grow to twice what is live before it is collected
+// (GOGC=100), and the pages of the start-up peak (parsing a config of
+// thousands of tags) stay resident; with it the gateway of the issue-8
+// workload (12 000 tags, 240 k readings/s) keeps about 28 MiB of anonymous
+// memory instead of 37, at no measurable CPU cost (docs/benchmarks.md).
+const defaultMemoryLimit = 32 << 20
+
+// settleMemory is called by `fieldgate run` once the gateway is built;
+// main sets it for the process (run called from tests changes no runtime
+// setting).
+var settleMemory = func() {}
+
+// limitMemory sets defaultMemoryLimit unless GOMEMLIMIT or GOGC is set,
+// and returns the function to call once the gateway is built: it raises
+// the limit to twice the heap then live if that is more, so that a much
+// larger configuration keeps GOGC's usual headroom instead of collecting
+// over and over against a limit it cannot meet.
+func limitMemory() (settle func()) {
+	if os.Getenv("GOMEMLIMIT") != "" || os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	debug.SetMemoryLimit(defaultMemoryLimit)
+	return func() {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if live := int64(ms.HeapAlloc); 2*live > defaultMemoryLimit {
+			debug.SetMemoryLimit(2 * live)
+		}
+	}
 }
 
 // indent puts each line of a (possibly joined) error on its own indented line.
