@@ -60,10 +60,12 @@ type result struct {
 	ReplayPeakRSSMiB   float64 `json:"replay_peak_rss_mib,omitempty"`
 }
 
-// buildGateway builds cmd/fieldgate into dir once.
+// buildGateway builds cmd/fieldgate into dir once, as the Makefile builds
+// what ships: CGO_ENABLED=0, a static binary (no libc pages in its RSS).
 func buildGateway(ctx context.Context, dir string) (string, error) {
 	out := filepath.Join(dir, "fieldgate")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/fieldgate/fieldgate/cmd/fieldgate")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/fieldgate (run fieldbench inside the module, or pass -gateway): %w", err)
