@@ -20,6 +20,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	ibroker "github.com/fieldgate/fieldgate/internal/broker"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/telemetry"
 	"github.com/fieldgate/fieldgate/uplink/jsonenc"
 )
@@ -180,130 +181,13 @@ func startBroker(t testing.TB, addr string, rec *recorder) *broker {
 func (b *broker) url() string { return "tcp://" + b.addr }
 
 // proxy forwards TCP connections to a target; tests use it to cut
-// connections and to hold back what the broker sends.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	stall  bool
-	resume chan struct{} // closed when stall ends
-	hole   bool
-	refill chan struct{} // closed when the black hole ends
-	wg     sync.WaitGroup
-}
+// connections (Cut), hold back what the broker sends (Stall) and stop
+// forwarding without closing (Blackhole).
+type proxy struct{ *peers.Proxy }
 
-func startProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, resume: make(chan struct{}), refill: make(chan struct{})}
-	close(p.resume)
-	close(p.refill)
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.Stall(false)
-		p.Blackhole(false)
-		p.Cut()
-		p.wg.Wait()
-	})
-	return p
-}
+func startProxy(t testing.TB, target string) *proxy { return &proxy{peers.StartProxy(t, target)} }
 
-func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() { defer p.wg.Done(); p.pipe(up, c, false) }()
-		go func() { defer p.wg.Done(); p.pipe(c, up, true) }()
-	}
-}
-
-// pipe copies src to dst; from the broker it waits while the proxy stalls.
-func (p *proxy) pipe(dst, src net.Conn, fromBroker bool) {
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			resume, refill := p.resume, p.refill
-			p.mu.Unlock()
-			if fromBroker {
-				<-resume
-			}
-			<-refill
-		}
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// Cut closes every open connection, as a network failure would.
-func (p *proxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-// Stall holds back (or, with false, releases) everything the broker sends.
-func (p *proxy) Stall(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on == p.stall {
-		return
-	}
-	p.stall = on
-	if on {
-		p.resume = make(chan struct{})
-	} else {
-		close(p.resume)
-	}
-}
-
-// Blackhole stops (or, with false, resumes) forwarding in both directions
-// without closing anything: a link that silently went dead.
-func (p *proxy) Blackhole(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if on == p.hole {
-		return
-	}
-	p.hole = on
-	if on {
-		p.refill = make(chan struct{})
-	} else {
-		close(p.refill)
-	}
-}
+func (p *proxy) url() string { return "tcp://" + p.Addr() }
 
 // memSource is an in-memory Source. Ack checks, through onAck, what the
 // test wants to hold at every acknowledgement.

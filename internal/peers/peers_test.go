@@ -128,6 +128,26 @@ func TestProxyBlackholeSwallowsThenForwards(t *testing.T) {
 	}
 }
 
+// TestProxyStallHoldsBackTheTarget stalls an echo: what the client sends
+// reaches the echo server, whose answer waits until the stall ends.
+func TestProxyStallHoldsBackTheTarget(t *testing.T) {
+	p := StartProxy(t, echoServer(t))
+	c := dialEcho(t, p.Addr())
+	if got, err := c.roundTrip("hello", 10*time.Second); err != nil || got != "hello" {
+		t.Fatalf("through the proxy: %q, %v", got, err)
+	}
+	p.Stall(true)
+	var ne net.Error
+	if _, err := c.roundTrip("held", 300*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("while stalled: %v, want a read timeout", err)
+	}
+	p.Stall(false)
+	_ = c.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, err := c.r.ReadString('\n'); err != nil || got != "held\n" {
+		t.Fatalf("held-back answer after the stall: %q, %v", got, err)
+	}
+}
+
 func TestProxyRateLimitedForwardsEverything(t *testing.T) {
 	p := StartProxy(t, echoServer(t))
 	p.SetRate(64 << 10)

@@ -16,6 +16,8 @@ import (
 //     keep working;
 //   - Blackhole stops forwarding on the connections open now without
 //     closing them, and refuses new ones, as a dead route would;
+//   - Stall holds back everything the target sends (an MQTT broker's
+//     PUBACKs, say) while the client's data still goes through;
 //   - SetRate slows what is forwarded towards the target.
 //
 // Its methods are safe for concurrent use. It is closed when the test
@@ -28,6 +30,7 @@ type Proxy struct {
 	mu    sync.Mutex
 	held  bool                  // new connections are refused
 	hole  chan struct{}         // closed while forwarding; open while black-holed
+	stall chan struct{}         // closed while forwarding from the target; open while stalled
 	conns map[net.Conn]struct{} // both ends of every open connection
 	rate  int                   // bytes per second towards the target; 0 unlimited
 }
@@ -40,13 +43,15 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, hole: make(chan struct{})}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, hole: make(chan struct{}), stall: make(chan struct{})}
 	close(p.hole)
+	close(p.stall)
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(func() {
 		_ = ln.Close()
 		p.Blackhole(false)
+		p.Stall(false)
 		p.Cut()
 		p.wg.Wait()
 	})
@@ -86,7 +91,8 @@ func (p *Proxy) serve() {
 
 // pipe copies src to dst until either end fails, then resets both. While
 // the proxy is black-holed, data read from a connection that was open when
-// the black hole started waits until it ends.
+// the black hole started waits until it ends; while it is stalled, data
+// from the target waits.
 func (p *Proxy) pipe(dst, src net.Conn, toTarget bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 16<<10)
@@ -94,11 +100,14 @@ func (p *Proxy) pipe(dst, src net.Conn, toTarget bool) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			hole, rate := p.hole, p.rate
+			hole, stall, rate := p.hole, p.stall, p.rate
 			_, open := p.conns[src]
 			p.mu.Unlock()
 			if open {
 				<-hole
+			}
+			if !toTarget {
+				<-stall
 			}
 			if toTarget && rate > 0 {
 				time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
@@ -167,6 +176,24 @@ func (p *Proxy) Blackhole(on bool) {
 	case <-p.hole:
 	default:
 		close(p.hole)
+	}
+}
+
+// Stall holds back (on) or releases (off) everything the target sends, on
+// every connection, open or new; what the client sends is still
+// forwarded.
+func (p *Proxy) Stall(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.stall:
+		if on {
+			p.stall = make(chan struct{})
+		}
+	default:
+		if !on {
+			close(p.stall)
+		}
 	}
 }
 
