@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/buffer"
 	ibroker "github.com/fieldgate/fieldgate/internal/broker"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/telemetry"
 	"github.com/fieldgate/fieldgate/uplink"
 	"github.com/fieldgate/fieldgate/uplink/sparkplug/sproto"
@@ -138,61 +137,17 @@ func startBroker(t testing.TB, rec *recorder) string {
 }
 
 // proxy forwards connections to the broker; Down refuses and cuts them.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  []net.Conn
-}
+type proxy struct{ *peers.Proxy }
 
-func startProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target}
-	t.Cleanup(func() { _ = ln.Close(); p.Down(true) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.down {
-				p.mu.Unlock()
-				_ = c.Close()
-				continue
-			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				p.mu.Unlock()
-				_ = c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, b)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(b, c); _ = b.Close() }()
-			go func() { _, _ = io.Copy(c, b); _ = c.Close() }()
-		}
-	}()
-	return p
-}
+func startProxy(t testing.TB, target string) *proxy { return &proxy{peers.StartProxy(t, target)} }
 
-func (p *proxy) url() string { return "tcp://" + p.ln.Addr().String() }
+func (p *proxy) url() string { return "tcp://" + p.Addr() }
 
 // Down(true) cuts every connection without DISCONNECT and refuses new ones.
 func (p *proxy) Down(on bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = on
+	p.Hold(on)
 	if on {
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.conns = nil
+		p.Cut()
 	}
 }
 
