@@ -265,6 +265,24 @@ func (s *Server) SetStatus(name string, v any, code ua.StatusCode) {
 	}
 }
 
+// Value returns what a client reading the variable's Value attribute gets:
+// the last value a client wrote, else the last Set. Before Start it is the
+// last Set; nil for a name the server does not hold. A client's write shows
+// here once the client has the server's response.
+func (s *Server) Value(name string) *ua.DataValue {
+	s.mu.Lock()
+	ns, dv := s.ns, s.values[name]
+	s.mu.Unlock()
+	if ns == nil {
+		return dv
+	}
+	n := ns.Node(ua.NewStringNodeID(ns.ID(), name))
+	if n == nil {
+		return nil
+	}
+	return n.Value() // the node's value function takes s.mu
+}
+
 // Close stops the server and drops every connection. It keeps the values
 // and the port for Start.
 func (s *Server) Close() error {

@@ -12,6 +12,9 @@ import (
 	"github.com/fieldgate/fieldgate/uplink/sparkplug/sproto"
 )
 
+// retainedDCMD is the reason a retained DCMD's metrics are refused with.
+const retainedDCMD = "retained DCMD is not carried out (the broker would deliver it again at every reconnect); publish commands with retain off, as Sparkplug requires"
+
 // dcmdWrite is one metric of a DCMD: the write it asks for, or why it
 // cannot be one (reason, for a RejectBadRequest).
 type dcmdWrite struct {
@@ -201,7 +204,11 @@ func (b birth) byName(name string) (sproto.DataType, bool) {
 // handleDCMD handles a DCMD on topic: every metric becomes a WriteRequest
 // submitted to Config.Writes. Sparkplug has no result message: results
 // are logged, and a successful write shows in the next DDATA.
-func (f *Format) handleDCMD(topic string, payload []byte) {
+func (f *Format) handleDCMD(topic string, payload []byte) { f.handleDCMDMessage(topic, payload, false) }
+
+// handleDCMDMessage handles a DCMD (see handleDCMD). A retained one is
+// refused: each metric is recorded as bad_request and nothing is written.
+func (f *Format) handleDCMDMessage(topic string, payload []byte, retained bool) {
 	prefix := f.dcmd[:len(f.dcmd)-1] // the filter ends in "+"
 	id, ok := strings.CutPrefix(topic, prefix)
 	if !ok || id == "" || strings.Contains(id, "/") {
@@ -228,8 +235,15 @@ func (f *Format) handleDCMD(topic string, payload []byte) {
 			uplink.WriteResult{Code: uplink.RejectBadRequest, Reason: "not a Sparkplug B payload: " + err.Error()})
 		return
 	}
+	if retained {
+		f.log.Warn("retained DCMD refused", "code", uplink.RejectBadRequest, "topic", topic, "metrics", len(writes))
+	}
 	for _, w := range writes {
 		req := uplink.WriteRequest{Source: "sparkplug", Topic: topic, Device: name, Tag: w.tag, Value: w.value}
+		if retained {
+			f.cfg.Writes.Reject(req, uplink.WriteResult{Code: uplink.RejectBadRequest, Reason: retainedDCMD})
+			continue
+		}
 		if w.reason != "" {
 			f.log.Warn("DCMD metric rejected", "code", uplink.RejectBadRequest, "device", name,
 				"tag", w.tag, "alias", w.alias, "reason", w.reason)

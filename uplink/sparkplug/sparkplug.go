@@ -43,7 +43,9 @@
 //     String, Text; any other is rejected as bad_request), submitted to
 //     Config.Writes, the gateway's one write path. Sparkplug has no result
 //     message: the result is logged (Info when done, Warn with its code),
-//     and a write that was done shows in the device's next DDATA.
+//     and a write that was done shows in the device's next DDATA. A
+//     retained DCMD is refused (bad_request, recorded, not written); a
+//     retained NCMD or STATE is handled as any other (RetainedCommand).
 //
 // Births are QoS 0, as the specification requires. Data and DDEATH are
 // QoS 0 by default (Config.DataQoS); see the QoS section of docs/payload-sparkplug.md
@@ -443,6 +445,20 @@ func (f *Format) Command(p uplink.Publisher, topic string, payload []byte) error
 		f.handleDCMD(topic, payload)
 		return nil
 	}
+}
+
+// RetainedCommand handles a retained message on a subscribed topic
+// (uplink.RetainedCommander). A retained DCMD is refused (see handleDCMDMessage):
+// the broker would deliver it again at every reconnect, and Sparkplug
+// requires commands to be published with retain off. STATE is retained by
+// design, and a retained NCMD rebirth only repeats the births at each
+// connection: both are handled as by Command.
+func (f *Format) RetainedCommand(p uplink.Publisher, topic string, payload []byte) error {
+	if topic == f.state || topic == f.ncmd {
+		return f.Command(p, topic, payload)
+	}
+	f.handleDCMDMessage(topic, payload, true)
+	return nil
 }
 
 // Offline publishes NDEATH (QoS 1) before a clean DISCONNECT.

@@ -108,10 +108,24 @@ func jsonValue(raw json.RawMessage) (telemetry.Value, string) {
 	return v, ""
 }
 
+// retainedRPC is the reason a retained RPC request is refused with.
+const retainedRPC = "retained RPC requests are not carried out (the broker would deliver them again at every reconnect); publish with retain off"
+
 // Command handles a message on TopicRPC: a write request is submitted to
 // the Writes and answered on TopicRPC when its result is known. A message
 // that cannot be answered is logged and dropped.
 func (f *Format) Command(p uplink.Publisher, topic string, payload []byte) error {
+	return f.rpc(p, topic, payload, false)
+}
+
+// RetainedCommand refuses a retained RPC request (uplink.RetainedCommander):
+// the broker would deliver it again at every reconnect and write again. It
+// is answered bad_request, recorded, and not carried out.
+func (f *Format) RetainedCommand(p uplink.Publisher, topic string, payload []byte) error {
+	return f.rpc(p, topic, payload, true)
+}
+
+func (f *Format) rpc(p uplink.Publisher, topic string, payload []byte, retained bool) error {
 	if topic != TopicRPC {
 		return nil
 	}
@@ -121,6 +135,9 @@ func (f *Format) Command(p uplink.Publisher, topic string, payload []byte) error
 			f.log.Warn("RPC message ignored: not a request with device, data.id and data.method", "payload", truncate(payload))
 		}
 		return nil
+	}
+	if retained {
+		r.reason = retainedRPC
 	}
 	reply := func(res uplink.WriteResult) {
 		p.Publish(uplink.Message{Topic: TopicRPC, QoS: f.qos, Payload: appendReply(nil, r.device, r.id, res)})
