@@ -197,6 +197,15 @@ func setDefaults(c *Config, src *source) {
 				}
 			})
 			def(p+".opcua.auth.mode", func() { ua.Auth.Mode = "anonymous" })
+			// A secure channel or a certificate identity needs the
+			// gateway's own certificate: by default it lives in pki/
+			// beside the buffer file, generated there on first connect.
+			needCert := !strings.EqualFold(ua.SecurityMode, "None") || strings.EqualFold(ua.Auth.Mode, "certificate")
+			if needCert && ua.CertFile == "" && ua.KeyFile == "" {
+				pki := filepath.Join(filepath.Dir(c.Buffer.Path), "pki")
+				ua.CertFile = filepath.Join(pki, "fieldgate.crt")
+				ua.KeyFile = filepath.Join(pki, "fieldgate.key")
+			}
 			def(p+".opcua.timeout", func() { ua.Timeout = opcua.DefaultTimeout })
 			for j := range dev.OPCUATags {
 				if t := &dev.OPCUATags[j]; t.Mode == opcua.ModeDefault {

@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -149,7 +150,7 @@ func tokenName(t ua.UserTokenType) string {
 // LoadOrCreateCert loads an RSA certificate and key (PEM). When neither
 // file exists it first generates a self-signed pair valid for ten years,
 // with appURI as its URI (OPC UA requires it), writing the key with mode
-// 0600.
+// 0600 (and creating missing folders with mode 0700).
 func LoadOrCreateCert(certFile, keyFile, appURI string) (tls.Certificate, error) {
 	_, cerr := os.Stat(certFile)
 	_, kerr := os.Stat(keyFile)
@@ -157,6 +158,11 @@ func LoadOrCreateCert(certFile, keyFile, appURI string) (tls.Certificate, error)
 		certPEM, keyPEM, err := NewCert(appURI, 10*365*24*time.Hour)
 		if err != nil {
 			return tls.Certificate{}, err
+		}
+		for _, f := range []string{keyFile, certFile} {
+			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+				return tls.Certificate{}, fmt.Errorf("create the certificate's folder: %w", err)
+			}
 		}
 		if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 			return tls.Certificate{}, fmt.Errorf("write key: %w", err)
