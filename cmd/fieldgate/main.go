@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -229,37 +228,35 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// defaultMemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit)
-// of `fieldgate run` when neither GOMEMLIMIT nor GOGC is set. Without a
-// limit the Go heap may grow to twice what is live before it is collected
-// (GOGC=100), and the pages of the start-up peak (parsing a config of
-// thousands of tags) stay resident; with it the gateway of the issue-8
-// workload (12 000 tags, 240 k readings/s) keeps about 28 MiB of anonymous
-// memory instead of 37, at no measurable CPU cost (docs/benchmarks.md).
-const defaultMemoryLimit = 32 << 20
+// startupMemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit)
+// of `fieldgate run` while it loads its config and builds the gateway,
+// when neither GOMEMLIMIT nor GOGC is set. Parsing a config of thousands of
+// tags makes a large short-lived heap, which GOGC=100 alone lets grow to
+// twice its size: on the issue-8 workload (12 000 tags) the limit cuts the
+// process's peak RSS from about 62 MiB to 48. Once the gateway is built the
+// limit is lifted and the start-up garbage returned to the system: a limit
+// low enough to matter in the steady state costs CPU there (at 240 k
+// readings/s, GOMEMLIMIT=32MiB keeps about 10 MiB less resident but
+// collects three times as often, about a fifth more CPU; see
+// docs/benchmarks.md), so that is left to GOMEMLIMIT.
+const startupMemoryLimit = 40 << 20
 
 // settleMemory is called by `fieldgate run` once the gateway is built;
 // main sets it for the process (run called from tests changes no runtime
 // setting).
 var settleMemory = func() {}
 
-// limitMemory sets defaultMemoryLimit unless GOMEMLIMIT or GOGC is set,
-// and returns the function to call once the gateway is built: it raises
-// the limit to twice the heap then live if that is more, so that a much
-// larger configuration keeps GOGC's usual headroom instead of collecting
-// over and over against a limit it cannot meet.
+// limitMemory sets startupMemoryLimit unless GOMEMLIMIT or GOGC is set, and
+// returns the function that lifts it and returns the heap's free pages to
+// the system.
 func limitMemory() (settle func()) {
 	if os.Getenv("GOMEMLIMIT") != "" || os.Getenv("GOGC") != "" {
 		return func() {}
 	}
-	debug.SetMemoryLimit(defaultMemoryLimit)
+	prev := debug.SetMemoryLimit(startupMemoryLimit)
 	return func() {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		if live := int64(ms.HeapAlloc); 2*live > defaultMemoryLimit {
-			debug.SetMemoryLimit(2 * live)
-		}
+		debug.SetMemoryLimit(prev)
+		debug.FreeOSMemory()
 	}
 }
 
