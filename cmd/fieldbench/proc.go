@@ -69,3 +69,23 @@ func procStatus(pid int) (map[string]int64, error) {
 	}
 	return out, nil
 }
+
+// procIO returns the counters of /proc/<pid>/io (syscr and syscw: read and
+// write system calls, of any file or socket).
+func procIO(pid int) (map[string]int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+			out[k] = n
+		}
+	}
+	return out, nil
+}

@@ -32,10 +32,12 @@ type result struct {
 	ReadingsPerSec    float64 `json:"readings_per_s"`
 	OfferedPerSec     float64 `json:"offered_readings_per_s"` // devices × tags / poll
 	CPUSecPerMillion  float64 `json:"cpu_s_per_million_readings"`
-	CPUCores          float64 `json:"gateway_cpu_cores"` // CPU-seconds per second
-	PeakRSSMiB        float64 `json:"peak_rss_mib"`      // VmHWM at the end of the steady window
-	RSSAnonMiB        float64 `json:"rss_anon_mib"`      // RssAnon then: heap, stacks
-	RSSFileMiB        float64 `json:"rss_file_mib"`      // RssFile then: the binary and the bbolt mmap
+	CPUCores          float64 `json:"gateway_cpu_cores"`         // CPU-seconds per second
+	PeakRSSMiB        float64 `json:"peak_rss_mib"`              // VmHWM at the end of the steady window
+	RSSAnonMiB        float64 `json:"rss_anon_mib"`              // RssAnon then: heap, stacks
+	RSSFileMiB        float64 `json:"rss_file_mib"`              // RssFile then: the binary and the bbolt mmap
+	ReadCallsPerRec   float64 `json:"read_syscalls_per_record"`  // syscr of /proc/<pid>/io over the steady window
+	WriteCallsPerRec  float64 `json:"write_syscalls_per_record"` // syscw
 	LatencyP50Ms      float64 `json:"latency_p50_ms"`
 	LatencyP99Ms      float64 `json:"latency_p99_ms"`
 	RequestsPerCycle  float64 `json:"modbus_requests_per_cycle"` // per device
@@ -253,6 +255,7 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 	if err != nil {
 		return r, err
 	}
+	io0, _ := procIO(pid)
 	t0 := time.Now()
 	if err := sleep(p.Duration); err != nil {
 		return r, err
@@ -261,6 +264,7 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 	if err != nil {
 		return r, err
 	}
+	io1, _ := procIO(pid)
 	t1 := time.Now()
 	rss, err := peakRSS(pid)
 	if err != nil {
@@ -371,6 +375,16 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 		r.CPUSecPerMillion = (cpu1 - cpu0).Seconds() / (float64(steady) / 1e6)
 	}
 	r.CPUCores = (cpu1 - cpu0).Seconds() / win
+	var steadyRecs int64
+	for _, a := range msgs {
+		if a.at >= t0.UnixNano() && a.at < t1.UnixNano() {
+			steadyRecs++
+		}
+	}
+	if steadyRecs > 0 && io0 != nil && io1 != nil {
+		r.ReadCallsPerRec = float64(io1["syscr"]-io0["syscr"]) / float64(steadyRecs)
+		r.WriteCallsPerRec = float64(io1["syscw"]-io0["syscw"]) / float64(steadyRecs)
+	}
 	lat := latencies(msgs, func(a arrival) bool { return a.at >= t0.UnixNano() && a.at < t1.UnixNano() })
 	r.LatencyP50Ms, r.LatencyP99Ms = quantile(lat, 0.50), quantile(lat, 0.99)
 	if lastSeq > 0 {
@@ -467,6 +481,7 @@ func printTable(w io.Writer, p params, r result, runs int) {
 	row("gateway CPU-s per million readings", f(r.CPUSecPerMillion, 3)+fmt.Sprintf("  (%s cores)", f(r.CPUCores, 2)))
 	row("gateway peak RSS", f(r.PeakRSSMiB, 1)+" MiB")
 	row("gateway RSS at the end: anon / file", f(r.RSSAnonMiB, 1)+" / "+f(r.RSSFileMiB, 1)+" MiB")
+	row("gateway read / write syscalls per record", f(r.ReadCallsPerRec, 2)+" / "+f(r.WriteCallsPerRec, 2))
 	row("poll-to-broker latency p50 / p99", f(r.LatencyP50Ms, 1)+" / "+f(r.LatencyP99Ms, 1)+" ms")
 	row("Modbus requests per cycle (optimum)", fmt.Sprintf("%s (%s)", f(r.RequestsPerCycle, 3), f(r.OptimumPerCycle, 0)))
 	row("bytes per reading: wire / codec", f(r.WireBytesPerRead, 1)+" / "+f(r.CodecBytesPerRead, 1))
