@@ -380,7 +380,7 @@ func (s *session) dial(_ *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 		return nil, s.err
 	}
 	s.conn = conn
-	return closeOnWriteError{conn, s}, nil
+	return closeOnWriteError{newBufferedConn(conn), s}, nil
 }
 
 // closeOnWriteError ends the session when a write fails, and reports the
