@@ -131,6 +131,8 @@ devices:
 	send(`{"id":"too-fast","tag":"speed","value":1501}`)
 	peers.CheckFor(t, 20*time.Second, "both results", func() error {
 		if result("in-range") == "" || result("too-fast") == "" {
+			mu.Lock()
+			defer mu.Unlock()
 			return fmt.Errorf("results so far: %v", results)
 		}
 		return nil
