@@ -122,23 +122,21 @@ func (q *Queue) dropAged(b *bolt.Bucket, now time.Time, d *delta) {
 	if bound == 0 {
 		return
 	}
-	seqs := q.seqScratch[:0]
+	rs := q.recScratch[:0]
 	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		s := binary.BigEndian.Uint64(k)
-		if s >= bound {
-			break
-		}
-		seqs = append(seqs, s)
-		n := pointsOf(v)
+	for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) < bound; {
+		var r rec
+		r, k, v = nextRecord(c, k, v, nil)
+		rs = append(rs, r.key())
+		n := pointsOf(r.head)
 		d.removed++
-		d.removedBytes += int64(len(v))
+		d.removedBytes += r.size
 		d.removedPoints += int64(n)
 		d.aged++
-		d.drop(v, n)
+		d.drop(r.head, n)
 	}
-	q.seqScratch = seqs
-	deleteSeqs(b, seqs)
+	q.recScratch = rs
+	deleteRecs(b, rs)
 }
 
 // putMark stores an age mark.

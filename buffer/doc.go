@@ -3,9 +3,11 @@
 // what it peeks, and a batch is forgotten only after the broker acknowledged
 // it (at-least-once delivery).
 //
-// The queue is one bbolt file with two buckets. In "records" each value is
-// one telemetry.Batch in the telemetry codec; its key is the record's
-// sequence number. "times" is the age index: for a sample of commits (one
+// The queue is one bbolt file with two buckets. In "records" each record
+// is one telemetry.Batch in the telemetry codec under the record's
+// sequence number; a batch larger than about a quarter page is stored in
+// parts, the first under the sequence number and the rest under the
+// sequence number and a part number (record.go). "times" is the age index: for a sample of commits (one
 // per granularity, see Options.MaxAge) the first sequence number the commit
 // stored maps to the commit's wall-clock time and the granularity then in
 // force.
@@ -26,7 +28,8 @@
 // # Invariants
 //
 //   - Keys are big-endian uint64 values from Bucket.NextSequence, one key per
-//     batch (never one per reading). Sequence numbers only grow: they are
+//     batch (never one per reading), plus the parts' keys of a large batch,
+//     which are written and deleted with it. Sequence numbers only grow: they are
 //     committed with the records, so after a restart (also after SIGKILL or
 //     power loss) numbering continues above the last number ever issued. Only
 //     a file that is moved aside as corrupt restarts numbering at 1.
@@ -72,9 +75,12 @@
 //     and the room left under the bound, and sets bbolt's growth step so the
 //     file cannot pass it. A transaction that would not fit is rolled back;
 //     the queue then drops the oldest records in a transaction of its own
-//     (counted like every drop) and tries again. A file already larger than
-//     the bound at Open is compacted: the newest records that fit are copied
-//     into a new file that replaces it. See filebound.go.
+//     (counted like every drop) and tries again. No element is larger than
+//     a quarter page, so every page bbolt allocates is a single page and
+//     any free page can take it. A file already larger than the bound at
+//     Open, or holding large records not stored in parts, is compacted: the
+//     newest records that fit are copied into a new file that replaces it.
+//     See filebound.go.
 //
 // # Sync modes
 //

@@ -17,9 +17,15 @@ import (
 // starting a write transaction that could need more pages than the freelist
 // and the space left under the bound hold together:
 //
+//   - Every node bbolt writes fits one page, because no element is larger
+//     than a quarter page (larger records are stored in parts, record.go).
+//     So every page bbolt allocates is one page, which any free page can
+//     take: the count of free pages is all that matters, not how they lie.
+//     (A multi-page node needs a run of contiguous free pages; with free
+//     pages scattered, bbolt takes the run from the end of the file.)
 //   - Before writing, every write transaction compares an upper bound of the
-//     pages it can allocate (pagesFor, plus fixedPages for branch pages and
-//     the left edge of the tree) plus reservePages with what is available:
+//     pages it can allocate (pagesFor, plus three per node it made dirty and
+//     a few for new branch pages) plus reservePages with what is available:
 //     the free pages bbolt counted when the last write transaction closed (a
 //     lower bound: pages freed since are only added) plus the pages between
 //     the high-water mark and the bound.
@@ -53,22 +59,19 @@ const (
 var errNoRoom = errors.New("no room under the file bound")
 
 // pagesFor is an upper bound on the leaf pages bbolt allocates to append
-// vals beyond the nodes the transaction made dirty (see write). Leaf elements are 16 bytes of
-// header, an 8-byte key and the value; pages are filled completely, so a page
-// of elements no larger than a quarter page is at least three quarters full.
-// A larger element gets pages of its own (an overflow run).
+// vals beyond the nodes the transaction made dirty (see write). Leaf
+// elements are 16 bytes of header, the key (8 bytes, 12 for a part) and the
+// value, at most a quarter page (record.go); pages are filled completely
+// (FillPercent 1), so every page but the last is at least three quarters
+// full.
 func (q *Queue) pagesFor(vals [][]byte) int64 {
 	ps := q.pageSize
-	var small, pages int64
+	var elems int64
 	for _, v := range vals {
-		e := int64(24 + len(v))
-		if e > ps/4 {
-			pages += (e + 16 + ps - 1) / ps
-			continue
-		}
-		small += e
+		parts := int64(partKeys(len(v), q.partMax) / partKeyLen)
+		elems += int64(24+len(v)) + parts*(16+partKeyLen)
 	}
-	pages += (small+ps)*4/3/ps + 2
+	pages := (elems+ps)*4/3/ps + 2
 	return pages + pages/(ps/24) + 1 // branch entries for the new leaves
 }
 
@@ -98,8 +101,9 @@ func (q *Queue) fits(tx *bolt.Tx, need, reserve int64) bool {
 //
 // After fn has made its changes (in memory: bbolt writes pages only at
 // commit) the pages the commit can allocate are bounded by extra() plus
-// three times nodePages per node fn made dirty (a node, a sibling a
-// rebalance merges into it, and a split); if they do not fit, the transaction is rolled back. fn may
+// three pages per node fn made dirty (a node, a sibling a rebalance merges
+// into it, and a split; every node fits one page) and four for new branch
+// pages; if they do not fit, the transaction is rolled back. fn may
 // therefore run more than once and must start from scratch each time. The
 // caller holds wmu.
 func (q *Queue) write(extra func() int64, reserve int64, shrink func() bool, fn func(*bolt.Tx) error) error {
@@ -110,7 +114,7 @@ func (q *Queue) write(extra func() int64, reserve int64, shrink func() bool, fn 
 				return err
 			}
 			st := tx.Stats()
-			need := extra() + 3*st.GetNodeCount()*q.nodePages() + 4
+			need := extra() + 3*st.GetNodeCount() + 4
 			if !q.fits(tx, need, reserve) {
 				return errNoRoom
 			}
@@ -132,13 +136,6 @@ func (q *Queue) write(extra func() int64, reserve int64, shrink func() bool, fn 
 			return fmt.Errorf("%w: %d pages short", errNoRoom, q.deficit)
 		}
 	}
-}
-
-// nodePages bounds the pages one dirty node can take when written: a leaf
-// holds at least two elements, so two of the largest value ever stored.
-// The caller holds wmu.
-func (q *Queue) nodePages() int64 {
-	return max(1, (2*(q.largest+24)+16+q.pageSize-1)/q.pageSize)
 }
 
 // noExtra is write's extra for a transaction that only deletes.
@@ -167,20 +164,22 @@ func (q *Queue) squeeze(deficit int64) (bool, error) {
 		// the first leaf left and its branches, and a merge.
 		q.fits(tx, reservePages, 0)
 		b := tx.Bucket(recordsBucket)
-		seqs := q.seqScratch[:0]
+		rs := q.recScratch[:0]
 		var freed int64
 		c := b.Cursor()
-		for k, v := c.First(); k != nil && freed < target; k, v = c.Next() {
-			seqs = append(seqs, binary.BigEndian.Uint64(k))
-			n := pointsOf(v)
-			freed += int64(24 + len(v))
+		for k, v := c.First(); k != nil && freed < target; {
+			var r rec
+			r, k, v = nextRecord(c, k, v, nil)
+			rs = append(rs, r.key())
+			n := pointsOf(r.head)
+			freed += r.elemBytes()
 			d.removed++
-			d.removedBytes += int64(len(v))
+			d.removedBytes += r.size
 			d.removedPoints += int64(n)
-			d.drop(v, n)
+			d.drop(r.head, n)
 		}
-		q.seqScratch = seqs
-		deleteSeqs(b, seqs)
+		q.recScratch = rs
+		deleteRecs(b, rs)
 		bounds(b, &d)
 		return q.pruneIndex(tx, &d)
 	})
@@ -203,40 +202,45 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
-// compact rewrites a file that is larger than the bound: the newest records
-// that fit, the sequence and the age index are copied into path+".compact"
-// with full pages, which is then renamed over path and opened. Records that
-// do not fit are counted as dropped. It runs in Open, before the writer
-// starts, so nothing else uses the queue; it needs free disk space for the
-// records it keeps.
-func (q *Queue) compact() error {
+// compact rewrites a file that is larger than the bound, or that holds
+// records in elements larger than partMax (written by a version that did
+// not store records in parts): the newest records that fit, the sequence
+// and the age index are copied into path+".compact" with full pages and
+// records in parts, which is then renamed over path and opened. Records
+// that do not fit are counted as dropped. why says in the log why. It runs
+// in Open, before the writer starts, so nothing else uses the queue; it
+// needs free disk space for the records it keeps.
+func (q *Queue) compact(why string) error {
 	start := time.Now()
 	before := fileSize(q.path)
 	ps := q.pageSize
 	// Budget in element bytes: everything but bbolt's own pages, branch
-	// pages and the reserve; pages of small elements are at least 3/4 full.
+	// pages and the reserve; pages of elements no larger than a quarter
+	// page are at least 3/4 full.
 	budget := (q.maxPages - 8 - 2*fixedPages - reservePages) * ps * 3 / 4
+	dstMax := partMax(pageSize)
 	var keepFrom uint64
 	var d delta
 	err := q.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(recordsBucket).Cursor()
 		var used int64
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			e := int64(24 + len(v))
-			if e > ps/4 {
-				e = (e + 16 + ps - 1) / ps * ps * 3 / 4
-			}
-			if used+e > budget {
+			parts := int64(partKeys(len(v), dstMax) / partKeyLen)
+			used += int64(len(k)+16+len(v)) + parts*(16+partKeyLen)
+			if used > budget {
 				break
 			}
-			used += e
-			keepFrom = binary.BigEndian.Uint64(k)
+			if len(k) == 8 { // a record's head: the record fits whole
+				keepFrom = binary.BigEndian.Uint64(k)
+			}
 		}
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+		for k, v := c.First(); k != nil; {
 			if keepFrom != 0 && binary.BigEndian.Uint64(k) >= keepFrom {
 				break
 			}
-			d.drop(v, pointsOf(v))
+			var r rec
+			r, k, v = nextRecord(c, k, v, nil)
+			d.drop(r.head, pointsOf(r.head))
 		}
 		return nil
 	})
@@ -278,6 +282,7 @@ func (q *Queue) compact() error {
 	q.db = db
 	q.pageSize = int64(db.Info().PageSize)
 	q.maxPages = max(q.maxBytes/q.pageSize, minFilePages)
+	q.partMax = partMax(q.pageSize)
 	q.idx = sc.idx
 	q.st = Stats{Records: sc.records, Bytes: sc.bytes, Points: sc.points, LastSeq: sc.seq}
 	if sc.records > 0 {
@@ -287,7 +292,7 @@ func (q *Queue) compact() error {
 	for dev, n := range d.byDevice {
 		q.drops[dev] = &Drops{n.Records, n.Points}
 	}
-	q.log.Warn("buffer file was larger than max_bytes, compacted it",
+	q.log.Warn("buffer file "+why+", compacted it",
 		"path", q.path, "bytes_before", before, "bytes_after", fileSize(q.path), "max_bytes", q.maxBytes,
 		"dropped_records", d.dropRecords, "dropped_points", d.dropPoints, "took", time.Since(start))
 	return nil
@@ -295,7 +300,10 @@ func (q *Queue) compact() error {
 
 // copyRecords copies the records from keepFrom on, the records bucket's
 // sequence and the age index from src into dst, committing every 4 MiB.
+// A value stored whole that is larger than dst's partMax is stored in
+// parts.
 func copyRecords(dst *bolt.DB, src *bolt.Tx, keepFrom uint64) error {
+	dstMax := partMax(int64(dst.Info().PageSize))
 	sb := src.Bucket(recordsBucket)
 	var from [8]byte
 	binary.BigEndian.PutUint64(from[:], keepFrom)
@@ -325,8 +333,12 @@ func copyRecords(dst *bolt.DB, src *bolt.Tx, keepFrom uint64) error {
 				}
 			}
 			first = false
+			var arena []byte
 			for n := 0; k != nil && n < 4<<20; k, v = c.Next() {
-				if err := b.Put(k, v); err != nil {
+				if len(k) == 8 && len(v) > dstMax {
+					arena = make([]byte, 0, partKeys(len(v), dstMax))
+				}
+				if err := putRecord(b, k, v, dstMax, &arena); err != nil {
 					return err
 				}
 				n += len(v)

@@ -76,17 +76,26 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 	q.allocStep = min(max(opts.MaxBytes/32, 1<<20), 16<<20)
 	q.pageSize = int64(db.Info().PageSize)
 	q.maxPages = max(opts.MaxBytes/q.pageSize, minFilePages)
+	q.partMax = partMax(q.pageSize)
 	q.indexEvery = indexEvery(opts.MaxAge)
 	q.idx = sc.idx
-	q.largest = sc.largest
 	q.st = Stats{Records: sc.records, Bytes: sc.bytes, Points: sc.points, LastSeq: sc.seq}
 	if sc.records > 0 {
 		q.st.FirstSeq, q.lastKey = sc.first, sc.last
 	}
-	if fileSize(path) > q.maxPages*q.pageSize {
+	why := ""
+	switch {
+	case fileSize(path) > q.maxPages*q.pageSize:
 		// Written with a larger bound, or by a version that bounded only
 		// the stored bytes.
-		if err := q.compact(); err != nil {
+		why = "was larger than max_bytes"
+	case sc.largest > int64(q.partMax):
+		// Written by a version that stored large records whole, in
+		// multi-page nodes the file bound cannot account for.
+		why = "held records not stored in parts"
+	}
+	if why != "" {
+		if err := q.compact(why); err != nil {
 			_ = q.db.Close()
 			return nil, fmt.Errorf("buffer %s: compact a file larger than the bound: %w", path, err)
 		}
@@ -110,7 +119,7 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 // scan is what Open learns from one pass over the records.
 type scan struct {
 	records, bytes, points int64
-	largest                int64 // the largest value
+	largest                int64 // the largest element's value
 	first, last, seq       uint64
 	idx                    []ageMark
 }
@@ -188,18 +197,28 @@ func initAndScan(db *bolt.DB) (sc scan, err error) {
 			return err
 		}
 		c := b.Cursor()
+		var part uint32 // the last part of the record sc.last seen so far
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 8 || v == nil {
-				return fmt.Errorf("record key %x is not a sequence number", k)
+			if v == nil {
+				return fmt.Errorf("record key %x is a bucket", k)
+			}
+			sc.bytes += int64(len(v))
+			sc.largest = max(sc.largest, int64(len(v)))
+			if len(k) == partKeyLen && sc.records > 0 && binary.BigEndian.Uint64(k) == sc.last &&
+				binary.BigEndian.Uint32(k[8:]) == part+1 {
+				part++
+				continue
+			}
+			if len(k) != 8 {
+				return fmt.Errorf("record key %x is neither a sequence number nor the next part of record %d", k, sc.last)
 			}
 			s := binary.BigEndian.Uint64(k)
 			if sc.records == 0 {
 				sc.first = s
 			}
 			sc.last = s
+			part = 0
 			sc.records++
-			sc.bytes += int64(len(v))
-			sc.largest = max(sc.largest, int64(len(v)))
 			sc.points += int64(pointsOf(v))
 		}
 		if sc.idx, err = loadIndex(tx); err != nil {

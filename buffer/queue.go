@@ -124,17 +124,19 @@ type Queue struct {
 	// scratch space owned by the holder of wmu.
 	wmu         sync.Mutex
 	keyArena    []byte
-	seqScratch  []uint64
+	partArena   []byte // keys of the parts of records stored in parts
+	recScratch  []recKey
 	dropPending struct{ records, points uint64 }
 	lastDropLog time.Time
 	idx         []ageMark // the age index, in seq order; mirrors timesBucket
 	deficit     int64     // pages the last write that did not fit lacked
-	largest     int64     // largest value stored since Open (at least)
 
 	// The file bound (filebound.go): the file never has more than
 	// maxPages pages of pageSize bytes; bbolt grows it by at most
-	// allocStep bytes at a time.
+	// allocStep bytes at a time. Values longer than partMax bytes are
+	// stored in parts (record.go).
 	pageSize, maxPages, allocStep int64
+	partMax                       int
 	// dbmu is held shared by every transaction and exclusively while no
 	// reader may be open (refreshFree). Lock order: wmu before dbmu.
 	dbmu sync.RWMutex
@@ -357,8 +359,12 @@ func (q *Queue) commit(p *pending) error {
 	// The oldest new batches that cannot fit in the file even with the
 	// queue empty; see write.
 	unfit := 0
+	parts := 0
 	for _, v := range p.vals {
-		q.largest = max(q.largest, int64(len(v)))
+		parts += partKeys(len(v), q.partMax)
+	}
+	if cap(q.partArena) < parts {
+		q.partArena = make([]byte, 0, parts)
 	}
 	extra := func() int64 { return q.pagesFor(p.vals[unfit:]) }
 	shrink := func() bool {
@@ -405,6 +411,7 @@ func (q *Queue) commit(p *pending) error {
 			}
 		}
 		firstNew := b.Sequence() + 1
+		arena := q.partArena[:0]
 		for i := skip; i < len(p.vals); i++ {
 			seq, err := b.NextSequence()
 			if err != nil {
@@ -412,7 +419,7 @@ func (q *Queue) commit(p *pending) error {
 			}
 			k := keys[8*i : 8*i+8 : 8*i+8]
 			binary.BigEndian.PutUint64(k, seq)
-			if err := b.Put(k, p.vals[i]); err != nil {
+			if err := putRecord(b, k, p.vals[i], q.partMax, &arena); err != nil {
 				return err
 			}
 			d.added++
@@ -441,29 +448,22 @@ func (q *Queue) commit(p *pending) error {
 // dropOldest deletes the oldest records until over bytes are freed or the
 // bucket is empty, and returns what is still over.
 func (q *Queue) dropOldest(b *bolt.Bucket, over int64, d *delta) int64 {
-	seqs := q.seqScratch[:0]
+	rs := q.recScratch[:0]
 	c := b.Cursor()
-	for k, v := c.First(); k != nil && over > 0; k, v = c.Next() {
-		seqs = append(seqs, binary.BigEndian.Uint64(k))
-		n := pointsOf(v)
-		over -= int64(len(v))
+	for k, v := c.First(); k != nil && over > 0; {
+		var r rec
+		r, k, v = nextRecord(c, k, v, nil)
+		rs = append(rs, r.key())
+		n := pointsOf(r.head)
+		over -= r.size
 		d.removed++
-		d.removedBytes += int64(len(v))
+		d.removedBytes += r.size
 		d.removedPoints += int64(n)
-		d.drop(v, n)
+		d.drop(r.head, n)
 	}
-	q.seqScratch = seqs
-	deleteSeqs(b, seqs)
+	q.recScratch = rs
+	deleteRecs(b, rs)
 	return over
-}
-
-func deleteSeqs(b *bolt.Bucket, seqs []uint64) {
-	var k [8]byte
-	for _, s := range seqs {
-		binary.BigEndian.PutUint64(k[:], s)
-		// Delete only fails on a read-only tx or a bucket key.
-		_ = b.Delete(k[:])
-	}
 }
 
 // bounds records the first and last key and the sequence in d.
@@ -472,7 +472,7 @@ func bounds(b *bolt.Bucket, d *delta) {
 	if k, _ := c.First(); k != nil {
 		d.first = binary.BigEndian.Uint64(k)
 		k, _ = c.Last()
-		d.last = binary.BigEndian.Uint64(k)
+		d.last = binary.BigEndian.Uint64(k) // a part's key starts with its record's
 	} else {
 		d.empty = true
 	}
@@ -572,15 +572,18 @@ func (q *Queue) Peek(after uint64, max int) ([]telemetry.Record, error) {
 	}
 	recs := make([]telemetry.Record, 0, min(int64(max), n))
 	var bad []uint64
+	var join []byte // a record stored in parts, joined
 	err := q.view(func(tx *bolt.Tx) error {
 		var from [8]byte
 		binary.BigEndian.PutUint64(from[:], after+1)
 		c := tx.Bucket(recordsBucket).Cursor()
-		for k, v := c.Seek(from[:]); k != nil && len(recs) < max; k, v = c.Next() {
-			r := telemetry.Record{Seq: binary.BigEndian.Uint64(k)}
-			if err := telemetry.DecodeBatch(v, &r.Batch); err != nil {
+		for k, v := c.Seek(from[:]); k != nil && len(recs) < max; {
+			var sr rec
+			sr, k, v = nextRecord(c, k, v, &join)
+			r := telemetry.Record{Seq: sr.seq}
+			if err := telemetry.DecodeBatch(sr.value, &r.Batch); err != nil {
 				q.log.Error("buffer record does not decode, dropping it",
-					"seq", r.Seq, "bytes", len(v), "err", err)
+					"seq", r.Seq, "bytes", sr.size, "err", err)
 				bad = append(bad, r.Seq)
 				continue
 			}
@@ -608,22 +611,20 @@ func (q *Queue) deleteCorrupt(seqs []uint64) error {
 	err := q.write(noExtra, 0, nil, func(tx *bolt.Tx) error {
 		d = delta{}
 		b := tx.Bucket(recordsBucket)
-		var k [8]byte
-		present := make([]uint64, 0, len(seqs))
+		present := make([]recKey, 0, len(seqs))
 		for _, s := range seqs {
-			binary.BigEndian.PutUint64(k[:], s)
-			v := b.Get(k[:])
-			if v == nil {
+			r, ok := getRecord(b, s)
+			if !ok {
 				continue // acked or dropped meanwhile
 			}
-			n := pointsOf(v)
+			n := pointsOf(r.head)
 			d.removed++
-			d.removedBytes += int64(len(v))
+			d.removedBytes += r.size
 			d.removedPoints += int64(n)
-			d.drop(v, n)
-			present = append(present, s)
+			d.drop(r.head, n)
+			present = append(present, r.key())
 		}
-		deleteSeqs(b, present)
+		deleteRecs(b, present)
 		bounds(b, &d)
 		return nil
 	})
@@ -667,14 +668,12 @@ func (q *Queue) Ack(upTo uint64) error {
 	q.mu.Unlock()
 	// New records get larger sequence numbers, so when nothing is stored
 	// at or below upTo none can match.
-	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack up to %d", upTo) }, func(b *bolt.Bucket, keep func(uint64, []byte)) {
+	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack up to %d", upTo) }, func(b *bolt.Bucket, keep func(*rec)) {
 		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			s := binary.BigEndian.Uint64(k)
-			if s > upTo {
-				break
-			}
-			keep(s, v)
+		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; {
+			var r rec
+			r, k, v = nextRecord(c, k, v, nil)
+			keep(&r)
 		}
 	})
 }
@@ -706,12 +705,10 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 		return nil
 	}
 	q.mu.Unlock()
-	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack %d records", len(seqs)) }, func(b *bolt.Bucket, keep func(uint64, []byte)) {
-		var k [8]byte
+	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack %d records", len(seqs)) }, func(b *bolt.Bucket, keep func(*rec)) {
 		for _, s := range seqs {
-			binary.BigEndian.PutUint64(k[:], s)
-			if v := b.Get(k[:]); v != nil {
-				keep(s, v)
+			if r, ok := getRecord(b, s); ok {
+				keep(&r)
 			}
 		}
 	})
@@ -720,27 +717,25 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 // deleteSeqsAcked deletes, in a commit, the stored records among seqs and
 // counts them as acknowledged in d. The caller holds wmu.
 func (q *Queue) deleteSeqsAcked(b *bolt.Bucket, seqs []uint64, d *delta) {
-	var k [8]byte
-	found := q.seqScratch[:0]
+	found := q.recScratch[:0]
 	for _, s := range seqs {
-		binary.BigEndian.PutUint64(k[:], s)
-		if v := b.Get(k[:]); v != nil {
-			found = append(found, s)
+		if r, ok := getRecord(b, s); ok {
+			found = append(found, r.key())
 			d.removed++
-			d.removedBytes += int64(len(v))
-			d.removedPoints += int64(pointsOf(v))
+			d.removedBytes += r.size
+			d.removedPoints += int64(pointsOf(r.head))
 		}
 	}
-	q.seqScratch = found
+	q.recScratch = found
 	d.acked += uint64(len(found))
-	deleteSeqs(b, found)
+	deleteRecs(b, found)
 }
 
 // deleteAcked is the one write path of Ack and AckSeqs: find calls keep for
 // every stored record to delete; they are deleted after the scan, in the
 // same transaction, and counted as acknowledged. nothing short-circuits a
 // call that cannot match any record; what names the call in an error.
-func (q *Queue) deleteAcked(nothing bool, what func() string, find func(b *bolt.Bucket, keep func(uint64, []byte))) error {
+func (q *Queue) deleteAcked(nothing bool, what func() string, find func(b *bolt.Bucket, keep func(*rec))) error {
 	q.mu.Lock()
 	closed := q.closed
 	q.mu.Unlock()
@@ -758,16 +753,16 @@ func (q *Queue) deleteAcked(nothing bool, what func() string, find func(b *bolt.
 	err := q.write(noExtra, 0, nil, func(tx *bolt.Tx) error {
 		d = delta{}
 		b := tx.Bucket(recordsBucket)
-		seqs := q.seqScratch[:0]
-		find(b, func(s uint64, v []byte) {
-			seqs = append(seqs, s)
+		rs := q.recScratch[:0]
+		find(b, func(r *rec) {
+			rs = append(rs, r.key())
 			d.removed++
-			d.removedBytes += int64(len(v))
-			d.removedPoints += int64(pointsOf(v))
+			d.removedBytes += r.size
+			d.removedPoints += int64(pointsOf(r.head))
 		})
-		q.seqScratch = seqs
-		d.acked = uint64(len(seqs))
-		deleteSeqs(b, seqs)
+		q.recScratch = rs
+		d.acked = uint64(len(rs))
+		deleteRecs(b, rs)
 		bounds(b, &d)
 		return nil
 	})
