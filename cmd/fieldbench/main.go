@@ -37,6 +37,7 @@ type params struct {
 	Outage     time.Duration `json:"outage_ns"`
 	Broker     string        `json:"broker"`
 	Sync       string        `json:"sync"`
+	Window     int           `json:"window,omitempty"` // mqtt.window; 0: the gateway's default
 	Gateway    string        `json:"-"`
 	KeepDir    bool          `json:"-"`
 	CPUProfile string        `json:"-"` // FIELDGATE_CPUPROFILE for the gateway
@@ -83,6 +84,7 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.DurationVar(&p.Outage, "outage", 0, "after the steady phase, cut the uplink this long and measure the replay (0: no outage)")
 	fs.StringVar(&p.Broker, "broker", "embedded", "broker: embedded (mochi, in the harness) or mosquitto")
 	fs.StringVar(&p.Sync, "sync", "always", "the gateway's buffer.sync: always or interval")
+	fs.IntVar(&p.Window, "window", 0, "the gateway's mqtt.window, in-flight PUBLISHes (0: its default)")
 	fs.StringVar(&p.Gateway, "gateway", "", "fieldgate binary to run (default: go build ./cmd/fieldgate once)")
 	fs.BoolVar(&p.KeepDir, "keep", false, "keep the work directory (config, buffer, gateway log)")
 	fs.StringVar(&p.CPUProfile, "cpuprofile", "", "write the gateway's CPU profile to this file (run N > 1 appends .N)")
@@ -92,8 +94,8 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if p.Devices < 1 || p.Registers < 1 || p.Registers > 10000 || p.Poll <= 0 || p.Duration <= 0 || *runs < 1 {
-		fmt.Fprintln(stderr, "fieldbench: -n, -m (1..10000), -poll, -d and -runs must be positive")
+	if p.Devices < 1 || p.Registers < 1 || p.Registers > 10000 || p.Poll <= 0 || p.Duration <= 0 || *runs < 1 || p.Window < 0 || p.Window > 65535 {
+		fmt.Fprintln(stderr, "fieldbench: -n, -m (1..10000), -poll, -d and -runs must be positive, -window 0..65535")
 		return 2
 	}
 	if p.Broker != "embedded" && p.Broker != "mosquitto" {

@@ -50,16 +50,62 @@ type result struct {
 	LeftInBuffer      int64   `json:"left_in_buffer_records"` // not yet acked when the gateway stopped
 	LostRecords       int64   `json:"lost_records"`           // neither delivered nor in the buffer
 	DupRecords        int64   `json:"duplicate_records"`
-	Reordered         int64   `json:"reordered_records"` // older than their device's previous record
+	Reordered         int64   `json:"reordered_records"` // older than the previous record of their device and stream (live, historical)
 	BadPayloads       int64   `json:"bad_payloads"`
 	// With -outage.
 	BufferBytesPerRead float64 `json:"buffer_file_bytes_per_reading,omitempty"`
-	BacklogReadings    int64   `json:"backlog_readings,omitempty"`
-	ReconnectSec       float64 `json:"reconnect_s,omitempty"` // restore to the first replayed record
+	BacklogReadings    int64   `json:"backlog_readings,omitempty"` // delivered as historical after the restore
+	ReconnectSec       float64 `json:"reconnect_s,omitempty"`      // restore to the first replayed record
 	ReplayPerSec       float64 `json:"replay_readings_per_s,omitempty"`
+	ReplaySec          float64 `json:"replay_s,omitempty"` // first to last historical record
+	// Live records (not historical) that reached the broker while the
+	// backlog was replaying, and their poll-to-broker latency.
+	ReplayLiveReadings int64   `json:"replay_live_readings,omitempty"`
 	ReplayLiveP50Ms    float64 `json:"replay_live_latency_p50_ms,omitempty"`
 	ReplayLiveP99Ms    float64 `json:"replay_live_latency_p99_ms,omitempty"`
 	ReplayPeakRSSMiB   float64 `json:"replay_peak_rss_mib,omitempty"`
+	// CPU while the backlog was replaying: the gateway's cores and
+	// CPU-seconds per million readings delivered (backlog and live), and
+	// the busy cores of the whole machine (harness, broker and farm too).
+	ReplayGatewayCores float64 `json:"replay_gateway_cpu_cores,omitempty"`
+	ReplayCPUSecPerM   float64 `json:"replay_cpu_s_per_million_readings,omitempty"`
+	ReplayMachineCores float64 `json:"replay_machine_busy_cores,omitempty"`
+	ReplayHarnessCores float64 `json:"replay_harness_cpu_cores,omitempty"` // broker and subscriber (and mosquitto's client side)
+	ReplayFarmCores    float64 `json:"replay_farm_cpu_cores,omitempty"`
+}
+
+// cpuSample is the gateway's and the machine's CPU time at one moment.
+type cpuSample struct {
+	at                  int64 // Unix ns
+	gw, all, self, farm time.Duration
+}
+
+func sampleCPU(pid, farm int) cpuSample {
+	s := cpuSample{at: time.Now().UnixNano()}
+	s.gw, _ = cpuTime(pid)
+	s.all, _ = machineBusy()
+	s.self, _ = cpuTime(os.Getpid())
+	s.farm, _ = cpuTime(farm)
+	return s
+}
+
+// cpuBetween returns the CPU used between the last sample at or before
+// from and the first at or after to (wall: the time between them).
+func cpuBetween(ss []cpuSample, from, to int64) (used cpuSample, wall time.Duration) {
+	i, j := -1, -1
+	for k, s := range ss {
+		if s.at <= from {
+			i = k
+		}
+		if s.at >= to && j < 0 {
+			j = k
+		}
+	}
+	if i < 0 || j < 0 || j <= i {
+		return used, 0
+	}
+	a, b := ss[i], ss[j]
+	return cpuSample{gw: b.gw - a.gw, all: b.all - a.all, self: b.self - a.self, farm: b.farm - a.farm}, time.Duration(b.at - a.at)
 }
 
 // buildGateway builds cmd/fieldgate into dir once, as the Makefile builds
@@ -101,6 +147,9 @@ func writeConfig(path string, p params, bufPath, mqttAddr string, ports []int) e
 	fmt.Fprintf(&b, "gateway: { id: fb }\n")
 	fmt.Fprintf(&b, "buffer: { path: %s, max_bytes: 4GiB, sync: %s }\n", bufPath, p.Sync)
 	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  qos: 1\n  format: json\n  topic: \"fb/data/{device}\"\n  status_topic: \"fb/status\"\n", mqttAddr)
+	if p.Window > 0 {
+		fmt.Fprintf(&b, "  window: %d\n", p.Window)
+	}
 	b.WriteString("devices:\n")
 	tags := tagsOf(p)
 	for i, port := range ports {
@@ -277,6 +326,7 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 
 	var restore time.Time
 	var fileSize int64
+	var samples []cpuSample
 	if p.Outage > 0 {
 		px.setCut(true)
 		if err := sleep(p.Outage); err != nil {
@@ -286,23 +336,24 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 			fileSize = fi.Size()
 		}
 		restore = time.Now()
+		samples = append(samples, sampleCPU(pid, fm.cmd.Process.Pid))
 		px.setCut(false)
 		// Wait for the backlog to drain: a live record has arrived and no
-		// backlog record for a while.
+		// historical record for a while.
 		limit := time.Now().Add(30*p.Outage + time.Minute)
-		restoreMs := restore.UnixMilli()
 		for time.Now().Before(limit) {
 			if err := sleep(200 * time.Millisecond); err != nil {
 				return r, err
 			}
+			samples = append(samples, sampleCPU(pid, fm.cmd.Process.Pid))
 			msgs := sub.snapshot()
 			var lastBacklog int64
 			live := false
 			for i := len(msgs) - 1; i >= 0 && msgs[i].at > restore.UnixNano(); i-- {
-				if msgs[i].ts < restoreMs && lastBacklog == 0 {
+				if msgs[i].hist && lastBacklog == 0 {
 					lastBacklog = msgs[i].at
 				}
-				if msgs[i].ts >= restoreMs {
+				if !msgs[i].hist {
 					live = true
 				}
 			}
@@ -397,10 +448,13 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 	r.CodecBytesPerRead = codecBytesPerReading(tags)
 
 	if p.Outage > 0 {
-		restoreNs, restoreMs := restore.UnixNano(), restore.UnixMilli()
+		// The backlog is what the gateway sent as historical after the
+		// restore: the records committed before its new connection, which
+		// includes those polled while it waited to reconnect.
+		restoreNs := restore.UnixNano()
 		var first, last int64
 		for _, a := range msgs {
-			if a.at > restoreNs && a.ts < restoreMs {
+			if a.at > restoreNs && a.hist {
 				r.BacklogReadings += int64(a.points)
 				if first == 0 {
 					first = a.at
@@ -410,13 +464,30 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 		}
 		if first > 0 {
 			r.ReconnectSec = float64(first-restoreNs) / 1e9
+			r.ReplaySec = float64(last-first) / 1e9
 			if last > first {
-				r.ReplayPerSec = float64(r.BacklogReadings) / (float64(last-first) / 1e9)
+				r.ReplayPerSec = float64(r.BacklogReadings) / r.ReplaySec
 			}
-			// Live records: polled while the backlog was replaying.
-			lastMs := last / 1e6
-			live := latencies(msgs, func(a arrival) bool { return a.ts >= restoreMs && a.ts <= lastMs })
+			// Live records: committed on the new connection, delivered
+			// while the backlog was replaying.
+			during := func(a arrival) bool { return !a.hist && a.at >= first && a.at <= last }
+			for _, a := range msgs {
+				if during(a) {
+					r.ReplayLiveReadings += int64(a.points)
+				}
+			}
+			live := latencies(msgs, during)
 			r.ReplayLiveP50Ms, r.ReplayLiveP99Ms = quantile(live, 0.50), quantile(live, 0.99)
+			if used, wall := cpuBetween(samples, first, last); wall > 0 {
+				r.ReplayGatewayCores = used.gw.Seconds() / wall.Seconds()
+				r.ReplayMachineCores = used.all.Seconds() / wall.Seconds()
+				r.ReplayHarnessCores = used.self.Seconds() / wall.Seconds()
+				r.ReplayFarmCores = used.farm.Seconds() / wall.Seconds()
+				if n := r.BacklogReadings + r.ReplayLiveReadings; n > 0 {
+					// The samples span a little more than the replay.
+					r.ReplayCPUSecPerM = r.ReplayGatewayCores * r.ReplaySec / (float64(n) / 1e6)
+				}
+			}
 		}
 		if r.BacklogReadings > 0 {
 			r.BufferBytesPerRead = float64(fileSize) / float64(r.BacklogReadings)
@@ -492,8 +563,12 @@ func printTable(w io.Writer, p params, r result, runs int) {
 		row("backlog readings", strconv.FormatInt(r.BacklogReadings, 10))
 		row("buffer file bytes per reading", f(r.BufferBytesPerRead, 1))
 		row("reconnect after restore", f(r.ReconnectSec, 2)+" s")
-		row("replay readings/s", f(r.ReplayPerSec, 0))
+		row("replay readings/s (replay time)", f(r.ReplayPerSec, 0)+" ("+f(r.ReplaySec, 1)+" s)")
+		row("live readings/s during replay", f(float64(r.ReplayLiveReadings)/max(r.ReplaySec, 1e-9), 0))
 		row("live latency during replay p50 / p99", f(r.ReplayLiveP50Ms, 1)+" / "+f(r.ReplayLiveP99Ms, 1)+" ms")
+		row("CPU during replay: gateway / machine", f(r.ReplayGatewayCores, 2)+" / "+f(r.ReplayMachineCores, 2)+
+			" cores ("+f(r.ReplayCPUSecPerM, 3)+" gateway CPU-s per M readings)")
+		row("CPU during replay: harness+broker / farm", f(r.ReplayHarnessCores, 2)+" / "+f(r.ReplayFarmCores, 2)+" cores")
 		row("peak RSS after replay", f(r.ReplayPeakRSSMiB, 1)+" MiB")
 	}
 }
