@@ -273,9 +273,12 @@ type flight struct {
 	hist bool // a backlog record (sent with historical=true)
 }
 
-// session is one broker connection. The Run goroutine is the sender; one
-// acker goroutine waits for PUBACKs in send order. fail may be called from
-// any goroutine, including paho's.
+// session is one broker connection. The Run goroutine is the sender; a
+// watcher goroutine tells it when the Source has new records; one acker
+// goroutine waits for PUBACKs in send order and hands each run of them to
+// two ack workers, which acknowledge it to the Source and free its window
+// slots (while one waits for its commit, the other's run joins the next).
+// fail may be called from any goroutine, including paho's.
 type session struct {
 	u      *Uplink
 	ctx    context.Context // cancelled by fail and by Run's ctx
@@ -293,19 +296,41 @@ type session struct {
 	certAsked atomic.Bool
 
 	fifo  chan flight   // sent, in order; closed by the sender when it stops
-	freed chan struct{} // the acker freed window slots
+	freed chan struct{} // an ack worker freed window slots
 	abort chan struct{} // closed by the sender when the drain deadline passes
-	done  chan struct{} // closed when the acker exits
-	prog  bool          // acker saw at least one PUBACK; read after it exits
-	seqs  []uint64      // acker's scratch for AckSeqs
+	done  chan struct{} // closed when the acker and its workers have exited
+	prog  atomic.Bool   // at least one PUBACK was acknowledged
+	runs  chan *ackRun  // PUBACKed runs, from the acker to the ack workers
+	spare chan *ackRun  // emptied runs, back to the acker
+	seen  atomic.Uint64 // the sender's live, for the watcher
 
 	// Owned by the sender (Run's goroutine).
 	mark        uint64 // Source's last seq when the connection was established
 	live        uint64 // highest live seq sent (starts at mark)
 	back        uint64 // highest backlog seq sent
 	backlogDone bool   // no stored record <= mark is left to send
+	liveMaybe   bool   // the Source may hold live records after live
 	rate        tokenBucket
 }
+
+// ackRun is a run of records to acknowledge to the Source at once: seqs
+// in ascending order, hist of them backlog records.
+type ackRun struct {
+	seqs []uint64
+	hist int64
+}
+
+// ackWorkers acknowledge runs to the Source concurrently. With the
+// buffer's group commit an AckSeqs returns when the commit holding it is
+// durable; a second worker lets the next run join the following commit
+// meanwhile instead of waiting for the first to finish.
+const ackWorkers = 2
+
+// liveReserve is the part of the window that backlog records never take:
+// a replay fills at most Window - Window/liveReserve slots, so live
+// records always find a free slot and never wait behind the backlog for
+// one. Live records may use the whole window.
+const liveReserve = 4
 
 type sessionResult struct {
 	connected  bool
@@ -472,6 +497,8 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 		freed: make(chan struct{}, 1),
 		abort: make(chan struct{}),
 		done:  make(chan struct{}),
+		runs:  make(chan *ackRun, u.cfg.Window),
+		spare: make(chan *ackRun, u.cfg.Window),
 		rate:  newTokenBucket(u.cfg.ReplayRate),
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
@@ -522,7 +549,7 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 	u.connected.Store(false)
 	u.inFlight.Store(0)
 	u.histFlying.Store(0)
-	res.progressed = s.prog
+	res.progressed = s.prog.Load()
 	res.uptime = time.Since(start)
 	res.unacked, _ = u.src.Depth()
 	if s.failed() {
@@ -704,81 +731,143 @@ func (u *Uplink) shutdown(s *session, online Token) {
 
 // send publishes records while the session is healthy and ctx is live:
 // live records (committed after the connection was established) first, then
-// backlog records as far as the window and Config.ReplayRate allow.
+// backlog records as far as the window, its live reserve and
+// Config.ReplayRate allow. It waits for a freed window slot, a new record
+// (told by the watcher) or the replay rate, whichever comes first.
 func (s *session) send() {
 	u := s.u
-	window := int64(u.cfg.Window)
+	s.seen.Store(s.live)
+	s.liveMaybe = true
+	arrived := make(chan struct{}, 1)
+	wctx, stopWatch := context.WithCancel(s.ctx)
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		s.watch(wctx, arrived)
+	}()
+	defer func() {
+		stopWatch()
+		<-watching
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	var srcErr bool
 	for s.ctx.Err() == nil {
-		free := int(window - u.inFlight.Load())
-		if free <= 0 {
-			select {
-			case <-s.freed:
-			case <-s.ctx.Done():
-			}
-			continue
+		select {
+		case <-arrived:
+			s.liveMaybe = true
+		default:
 		}
-		sent, next, err := s.sendSome(free)
-		if err == nil && sent == 0 {
-			// Nothing to send now: wait for a live record, or until the
-			// replay rate allows the next backlog record.
-			wctx := s.ctx
-			if next > 0 {
-				var cancel context.CancelFunc
-				wctx, cancel = context.WithTimeout(s.ctx, next)
-				err = u.src.Wait(wctx, s.live)
-				cancel()
-			} else {
-				err = u.src.Wait(wctx, s.live)
-			}
-			if err == nil || s.ctx.Err() != nil || wctx.Err() != nil {
-				continue
-			}
-		}
+		sent, next, err := s.sendSome()
 		if err != nil {
 			u.setErr(err)
 			if !srcErr {
 				u.log.Error("reading the buffer failed", "err", err, "after_seq", s.live)
 				srcErr = true
 			}
-			t := time.NewTimer(sourceRetry)
+			timer.Reset(sourceRetry)
 			select {
-			case <-t.C:
+			case <-timer.C:
 			case <-s.ctx.Done():
-				t.Stop()
 			}
+			s.liveMaybe = true
 			continue
 		}
 		srcErr = false
+		if sent > 0 {
+			continue
+		}
+		// Nothing to send now: wait for a slot, a live record, or until
+		// the replay rate allows the next backlog record.
+		var rateC <-chan time.Time
+		if next > 0 {
+			timer.Reset(next)
+			rateC = timer.C
+		}
+		arr := arrived
+		if s.liveMaybe {
+			arr = nil // known already; the window is full
+		}
+		select {
+		case <-s.freed:
+		case <-arr:
+			s.liveMaybe = true
+		case <-rateC:
+		case <-s.ctx.Done():
+		}
+		timer.Stop()
 	}
 }
 
-// sendSome publishes up to free records, live ones first. It returns how
-// many it sent and, when the replay rate held back the backlog, how long
-// until the next backlog record may go.
-func (s *session) sendSome(free int) (sent int, next time.Duration, err error) {
-	u := s.u
-	recs, err := u.src.Peek(s.live, free)
-	if err != nil {
-		return 0, 0, err
-	}
-	for i := range recs {
-		if s.ctx.Err() != nil {
-			return sent, 0, nil
+// watch signals arrived whenever the Source holds a record after the
+// sender's live one, until ctx is done. The sender takes the signal before
+// it peeks, so a record committed after its Peek is always signalled; a
+// signal can be spurious (the sender had already seen the record).
+func (s *session) watch(ctx context.Context, arrived chan<- struct{}) {
+	for {
+		err := s.u.src.Wait(ctx, s.seen.Load())
+		if ctx.Err() != nil {
+			return
 		}
-		s.publish(&recs[i], false)
-		s.live = recs[i].Seq
-		sent++
+		select {
+		case arrived <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			// The sender's Peek reports it; do not spin meanwhile.
+			t := time.NewTimer(sourceRetry)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+		}
 	}
-	free -= len(recs)
-	if s.backlogDone || free <= 0 {
+}
+
+// sendSome publishes what the window allows, live records first. It
+// returns how many it sent and, when the replay rate held back the
+// backlog, how long until the next backlog record may go.
+func (s *session) sendSome() (sent int, next time.Duration, err error) {
+	u := s.u
+	window := int64(u.cfg.Window)
+	free := int(window - u.inFlight.Load())
+	if free <= 0 {
+		return 0, 0, nil
+	}
+	if s.liveMaybe {
+		recs, err := u.src.Peek(s.live, free)
+		if err != nil {
+			return 0, 0, err
+		}
+		if len(recs) < free {
+			s.liveMaybe = false // until the watcher says otherwise
+		}
+		for i := range recs {
+			if s.ctx.Err() != nil {
+				return sent, 0, nil
+			}
+			s.publish(&recs[i], false)
+			s.live = recs[i].Seq
+			sent++
+		}
+		s.seen.Store(s.live)
+	}
+	if s.backlogDone {
+		return sent, 0, nil
+	}
+	// The backlog leaves Window/liveReserve slots to live records.
+	free = int(window - window/liveReserve - u.inFlight.Load())
+	if free <= 0 {
 		return sent, 0, nil
 	}
 	n, next := s.rate.take(free)
 	if n == 0 {
 		return sent, next, nil
 	}
-	recs, err = u.src.Peek(s.back, n)
+	recs, err := u.src.Peek(s.back, n)
 	if err != nil {
 		s.rate.refund(n)
 		return sent, 0, err
@@ -834,21 +923,47 @@ func (s *session) publish(r *telemetry.Record, hist bool) {
 	s.fifo <- f // never blocks: inFlight <= Window == cap(fifo)
 }
 
-// ackLoop waits for PUBACKs in send order, and acknowledges to the Source
-// each run of completed records with one AckSeqs call. It exits when fifo is
-// closed and empty, or the session fails, or abort is closed. A record whose
-// PUBACK has not arrived is never acknowledged.
+// ackLoop waits for PUBACKs in send order and hands each run of completed
+// records to the ack workers. It exits when fifo is closed and empty, or
+// the session fails, or abort is closed; done is closed once the workers
+// have acknowledged every run handed to them. A record whose PUBACK has
+// not arrived is never acknowledged.
 func (s *session) ackLoop() {
-	defer close(s.done)
+	var workers sync.WaitGroup
+	for range ackWorkers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			s.ackWorker()
+		}()
+	}
+	defer func() {
+		close(s.runs)
+		workers.Wait()
+		close(s.done)
+	}()
 	u := s.u
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var ackErr bool
-	var run []flight
+	var run *ackRun
 	flush := func() {
-		s.ack(run, &ackErr)
-		clear(run)
-		run = run[:0]
+		if run != nil {
+			s.runs <- run // never blocks: one run holds at least one slot
+			run = nil
+		}
+	}
+	add := func(f flight) {
+		if run == nil {
+			select {
+			case run = <-s.spare:
+			default:
+				run = new(ackRun)
+			}
+		}
+		run.seqs = append(run.seqs, f.seq)
+		if f.hist {
+			run.hist++
+		}
 	}
 	for {
 		var f flight
@@ -890,7 +1005,7 @@ func (s *session) ackLoop() {
 				}
 				f.buf = nil
 			}
-			run = append(run, f)
+			add(f)
 			// Coalesce: take whatever else is already sent.
 			select {
 			case f, ok = <-s.fifo:
@@ -914,23 +1029,52 @@ func isDone(t Token) bool {
 	}
 }
 
-// ack acknowledges the records of run (all PUBACKed, or refused by the
-// encoder) to the Source and frees their window slots.
-func (s *session) ack(run []flight, logged *bool) {
-	if len(run) == 0 {
+// ackWorker acknowledges the runs the acker hands over, each joined with
+// those queued behind it, until runs is closed and empty.
+func (s *session) ackWorker() {
+	var logged bool
+	var seqs []uint64
+	for r := range s.runs {
+		seqs = append(seqs[:0], r.seqs...)
+		hist := r.hist
+		n := int64(len(r.seqs))
+		s.recycle(r)
+	join:
+		for {
+			select {
+			case r, ok := <-s.runs:
+				if !ok {
+					break join
+				}
+				seqs = append(seqs, r.seqs...)
+				hist += r.hist
+				n += int64(len(r.seqs))
+				s.recycle(r)
+			default:
+				break join
+			}
+		}
+		s.ack(seqs, hist, n, &logged)
+	}
+}
+
+func (s *session) recycle(r *ackRun) {
+	r.seqs, r.hist = r.seqs[:0], 0
+	select {
+	case s.spare <- r:
+	default:
+	}
+}
+
+// ack acknowledges n records (all PUBACKed, or refused by the encoder),
+// hist of them backlog records, to the Source and frees their window
+// slots. seqs is sorted in place.
+func (s *session) ack(seqs []uint64, hist, n int64, logged *bool) {
+	if n == 0 {
 		return
 	}
 	u := s.u
-	seqs := s.seqs[:0]
-	var hist int64
-	for _, f := range run {
-		seqs = append(seqs, f.seq)
-		if f.hist {
-			hist++
-		}
-	}
 	slices.Sort(seqs) // backlog and live interleave
-	s.seqs = seqs
 	if err := u.src.AckSeqs(seqs); err != nil {
 		u.setErr(err)
 		if !*logged {
@@ -941,8 +1085,7 @@ func (s *session) ack(run []flight, logged *bool) {
 	} else {
 		*logged = false
 	}
-	n := int64(len(run))
-	s.prog = true
+	s.prog.Store(true)
 	u.acked.Add(uint64(n))
 	u.replayed.Add(uint64(hist))
 	u.live.Add(uint64(n - hist))

@@ -303,6 +303,17 @@ func TestUplinkWindowBoundsInFlight(t *testing.T) {
 		return nil
 	})
 	p.Stall(true)
+	// The backlog leaves a quarter of the window to live records.
+	backlogMax := cfg.Window - cfg.Window/liveReserve
+	checkFor(t, wait, time.Millisecond, func() error {
+		if st := u.Stats(); st.InFlight != backlogMax {
+			return fmt.Errorf("in flight %d, want %d backlog records", st.InFlight, backlogMax)
+		}
+		return nil
+	})
+	for range 5 {
+		src.Append(testBatch("live", 0))
+	}
 	checkFor(t, wait, time.Millisecond, func() error {
 		if st := u.Stats(); st.InFlight != cfg.Window {
 			return fmt.Errorf("in flight %d", st.InFlight)
@@ -315,7 +326,7 @@ func TestUplinkWindowBoundsInFlight(t *testing.T) {
 		t.Errorf("broker holds %d unacknowledged messages, window is %d", got, cfg.Window)
 	}
 	p.Stall(false)
-	allDelivered(t, rec, src, 200)
+	allDelivered(t, rec, src, 205)
 	stop()
 	if m := u.maxInFlight.Load(); m > int64(cfg.Window) || m < int64(cfg.Window) {
 		t.Errorf("max in flight %d, want exactly the window %d", m, cfg.Window)
