@@ -118,6 +118,7 @@ func (q *Queue) write(extra func() int64, reserve int64, shrink func() bool, fn 
 			if !q.fits(tx, need, reserve) {
 				return errNoRoom
 			}
+			q.onCommit(tx, need)
 			return nil
 		})
 		if !errors.Is(err, errNoRoom) {
@@ -135,6 +136,17 @@ func (q *Queue) write(extra func() int64, reserve int64, shrink func() bool, fn 
 		if !dropped && (shrink == nil || !shrink()) {
 			return fmt.Errorf("%w: %d pages short", errNoRoom, q.deficit)
 		}
+	}
+}
+
+// onCommit passes what tx allocates, once committed, to allocHook if it is
+// set. The caller holds wmu.
+func (q *Queue) onCommit(tx *bolt.Tx, bound int64) {
+	if h := q.allocHook; h != nil {
+		tx.OnCommit(func() {
+			st := tx.Stats()
+			h(bound, st.GetPageCount(), st.GetSpill())
+		})
 	}
 }
 
@@ -163,6 +175,7 @@ func (q *Queue) squeeze(deficit int64) (bool, error) {
 		// The squeeze may use the reserve kept for it: it rewrites at most
 		// the first leaf left and its branches, and a merge.
 		q.fits(tx, reservePages, 0)
+		q.onCommit(tx, reservePages)
 		b := tx.Bucket(recordsBucket)
 		rs := q.recScratch[:0]
 		var freed int64

@@ -6,8 +6,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/fieldgate/fieldgate/telemetry"
 )
@@ -32,32 +35,132 @@ func sizedBatch(device string, id, n int) *telemetry.Batch {
 	return b
 }
 
+// fileBoundSize sizes TestQueueFileNeverPassesItsBound: rounds of appends
+// with a reopen after each, each appending volume times the bound.
+// FIELDGATE_BUFFER_LONG=1 runs the long version; under the race detector,
+// which makes every step several times slower, a shorter one runs. Every
+// version reaches the bound in the first round and stays at it.
+func fileBoundSize() (rounds int, volume float64) {
+	switch {
+	case os.Getenv("FIELDGATE_BUFFER_LONG") == "1":
+		return 3, 6
+	case raceEnabled:
+		return 2, 1.5
+	default:
+		return 3, 3
+	}
+}
+
+// allocWatch checks every write transaction a Queue commits: bbolt must
+// allocate no more pages than the bound write checked against the file's
+// room, and one page per node (a node of several pages needs contiguous
+// free pages, which a scattered freelist may not have: see record.go).
+type allocWatch struct {
+	mu     sync.Mutex
+	txs    int64
+	pages  int64
+	failed string // the first violation
+}
+
+func (w *allocWatch) watch(q *Queue) {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	q.allocHook = func(bound, pages, nodes int64) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.txs++
+		w.pages += pages
+		switch {
+		case w.failed != "":
+		case pages > bound:
+			w.failed = fmt.Sprintf("transaction %d allocated %d pages, its bound was %d", w.txs, pages, bound)
+		case pages != nodes:
+			w.failed = fmt.Sprintf("transaction %d wrote %d nodes to %d pages", w.txs, nodes, pages)
+		}
+	}
+}
+
+func (w *allocWatch) check(t *testing.T, when string) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed != "" {
+		t.Fatalf("%s: %s", when, w.failed)
+	}
+}
+
+// uplinkReader does what the uplink does to the queue while the test
+// appends: it peeks the backlog 20 records at a time, from the oldest to
+// the newest and then waiting for more, and acknowledges every fourth
+// record it sees (out of order, so the freelist gets scattered; no more
+// than a quarter of what is appended, so the bound is still reached). Now
+// and then it holds a read transaction open for a few milliseconds, which
+// keeps the pages freed meanwhile pending. It returns when ctx is done,
+// with the first error.
+func uplinkReader(ctx context.Context, q *Queue) error {
+	var after uint64
+	for i := 0; ; i++ {
+		if err := q.Wait(ctx, after); err != nil {
+			return nil // ctx is done
+		}
+		recs, err := q.Peek(after, 20)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			// What was waited for was acknowledged or dropped already.
+			_, after = q.Depth()
+			continue
+		}
+		var seqs []uint64
+		for j := i % 4; j < len(recs); j += 4 {
+			seqs = append(seqs, recs[j].Seq)
+		}
+		after = recs[len(recs)-1].Seq
+		if err := q.AckSeqs(seqs); err != nil {
+			return err
+		}
+		if i%4 == 0 {
+			_ = q.view(func(*bolt.Tx) error {
+				time.Sleep(3 * time.Millisecond)
+				return nil
+			})
+		}
+	}
+}
+
 // TestQueueFileNeverPassesItsBound: a long outage with many appends, drops
-// and now and then an out-of-order acknowledgement of part of the backlog.
-// The bbolt file must never be larger than MaxBytes: its size is checked
-// after every 50 appends and at every reopen, in both sync modes, with
-// small batches, with batches larger than a page (overflow runs) and with a
+// and, as the uplink does, peeks and out-of-order acknowledgements of part
+// of the backlog from another goroutine while the appends commit. The bbolt
+// file must never be larger than MaxBytes: its size (which never shrinks)
+// is checked after every 10 appends and at every reopen, in both sync
+// modes, with small batches, with batches larger than a page and with a
 // mix of sizes. Every record is accounted for: appended = stored + acked +
 // dropped.
 func TestQueueFileNeverPassesItsBound(t *testing.T) {
 	if testing.Short() {
-		t.Skip("writes about 20 MiB")
+		t.Skip("writes several MiB with an fsync per commit")
 	}
 	const maxBytes = 1 << 20
+	rounds, volume := fileBoundSize()
 	shapes := []struct {
-		name  string
-		sizes []int // readings per batch, chosen at random
+		name    string
+		sizes   []int // readings per batch, chosen at random
+		perCall int   // batches per Append, as devices polled at once
 	}{
-		{"20_readings", []int{20}},
-		{"1000_readings", []int{1000}}, // about 10 KiB: three-page overflow runs
-		{"mixed", []int{1, 20, 120, 700, 3000}},
+		{"20_readings", []int{20}, 20},    // 4 KiB per call
+		{"1000_readings", []int{1000}, 5}, // about 10 KiB a batch: 11 parts
+		{"mixed", []int{1, 20, 120, 700, 3000}, 5},
 	}
 	for _, shape := range shapes {
 		for _, interval := range []time.Duration{0, 50 * time.Millisecond} {
 			t.Run(fmt.Sprintf("%s/sync_interval=%v", shape.name, interval), func(t *testing.T) {
+				t.Parallel()
 				path := filepath.Join(t.TempDir(), "b.db")
 				opts := Options{MaxBytes: maxBytes, SyncInterval: interval}
 				q := openQueue(t, path, opts, nil)
+				var w allocWatch
+				w.watch(q)
 				rng := rand.New(rand.NewPCG(1, uint64(len(shape.sizes))))
 				var largest, written int64
 				var acked, dropped uint64
@@ -70,12 +173,14 @@ func TestQueueFileNeverPassesItsBound(t *testing.T) {
 					}
 				}
 				var handed uint64 // batches given to Append
-				for round := range 3 {
-					for i := 0; written < 6*maxBytes; i++ {
-						// Five batches per call, as five devices polled at once.
-						bs := make([]*telemetry.Batch, 5)
+				for round := range rounds {
+					ctx, stop := context.WithCancel(context.Background())
+					done := make(chan error, 1)
+					go func() { done <- uplinkReader(ctx, q) }()
+					for i := 0; written < int64(volume*maxBytes); i++ {
+						bs := make([]*telemetry.Batch, shape.perCall)
 						for j := range bs {
-							bs[j] = sizedBatch("d", 5*i+j, shape.sizes[rng.IntN(len(shape.sizes))])
+							bs[j] = sizedBatch("d", len(bs)*i+j, shape.sizes[rng.IntN(len(shape.sizes))])
 							written += encodedLen(bs[j])
 						}
 						if err := q.Append(context.Background(), bs...); err != nil {
@@ -84,6 +189,7 @@ func TestQueueFileNeverPassesItsBound(t *testing.T) {
 						handed += uint64(len(bs))
 						if i%10 == 9 {
 							check(fmt.Sprintf("round %d, append %d", round, i))
+							w.check(t, fmt.Sprintf("round %d, append %d", round, i))
 						}
 						if i%80 == 79 {
 							// Acknowledge every other record of the oldest 100.
@@ -102,6 +208,10 @@ func TestQueueFileNeverPassesItsBound(t *testing.T) {
 						}
 					}
 					written = 0
+					stop()
+					if err := <-done; err != nil {
+						t.Fatalf("round %d: uplink: %v", round, err)
+					}
 					if err := q.Close(); err != nil {
 						t.Fatal(err)
 					}
@@ -112,7 +222,9 @@ func TestQueueFileNeverPassesItsBound(t *testing.T) {
 					if st.LostRecords > 0 || st.WriteErrors > 0 {
 						t.Fatalf("write errors: %+v", st)
 					}
+					w.check(t, fmt.Sprintf("round %d, closed", round))
 					q = openQueue(t, path, opts, nil)
+					w.watch(q)
 					check(fmt.Sprintf("round %d, reopened", round))
 					if n := q.Stats().Records; uint64(n)+acked+dropped != handed {
 						t.Fatalf("round %d: %d records stored + %d acked + %d dropped != %d appended",
@@ -123,8 +235,8 @@ func TestQueueFileNeverPassesItsBound(t *testing.T) {
 					t.Fatal("the bound was never reached")
 				}
 				st := q.Stats()
-				t.Logf("file at most %d bytes (%.2f of the bound); after 3 rounds %d records, %d value bytes (%.2f of the bound) stored",
-					largest, float64(largest)/maxBytes, st.Records, st.Bytes, float64(st.Bytes)/maxBytes)
+				t.Logf("file at most %d bytes (%.2f of the bound); after %d rounds %d records, %d value bytes (%.2f of the bound) stored; %d acked, %d dropped; %d write transactions allocated %d pages",
+					largest, float64(largest)/maxBytes, rounds, st.Records, st.Bytes, float64(st.Bytes)/maxBytes, acked, dropped, w.txs, w.pages)
 			})
 		}
 	}

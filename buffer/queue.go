@@ -117,6 +117,11 @@ type Queue struct {
 	// before anything is written; an error aborts the transaction as a
 	// failed write would. It is the seam for injecting disk-full errors.
 	commitHook func() error
+	// allocHook, when set (by tests, under wmu), is called after every
+	// committed write transaction with the pages write's bound allowed it
+	// and the pages and nodes bbolt allocated: the seam for checking that
+	// the bound holds and every node took one page (filebound.go).
+	allocHook  func(bound, pages, nodes int64)
 	lastErrLog time.Time // guarded by mu
 
 	// wmu serialises write transactions and the counter updates they imply,
@@ -557,20 +562,32 @@ func (q *Queue) logDrops(records, points uint64) {
 	q.dropPending.records, q.dropPending.points = 0, 0
 }
 
-// Peek returns up to max of the oldest records with Seq > after, decoded.
-// A record that does not decode is logged, counted as dropped, skipped and
-// deleted.
+// Peek returns up to max of the oldest records with Seq > after, decoded
+// into new records. A record that does not decode is logged, counted as
+// dropped, skipped and deleted.
 func (q *Queue) Peek(after uint64, max int) ([]telemetry.Record, error) {
+	return q.PeekInto(nil, after, max)
+}
+
+// PeekInto is Peek decoding into the records of dst: it returns dst[:0]
+// extended with the records, and each element up to cap(dst) keeps its
+// Points array and the strings that still match, so a caller that passes
+// the same slice every time allocates nothing once it has grown (codec
+// version 2). The records are valid until the caller passes dst again.
+func (q *Queue) PeekInto(dst []telemetry.Record, after uint64, max int) ([]telemetry.Record, error) {
+	recs := dst[:0]
 	if max <= 0 || after == ^uint64(0) {
-		return nil, nil
+		return recs, nil
 	}
 	q.mu.Lock()
 	closed, n := q.closed, q.st.Records
 	q.mu.Unlock()
 	if closed {
-		return nil, ErrClosed
+		return recs, ErrClosed
 	}
-	recs := make([]telemetry.Record, 0, min(int64(max), n))
+	if cap(recs) == 0 {
+		recs = make([]telemetry.Record, 0, min(int64(max), n))
+	}
 	var bad []uint64
 	var join []byte // a record stored in parts, joined
 	err := q.view(func(tx *bolt.Tx) error {
@@ -580,19 +597,25 @@ func (q *Queue) Peek(after uint64, max int) ([]telemetry.Record, error) {
 		for k, v := c.Seek(from[:]); k != nil && len(recs) < max; {
 			var sr rec
 			sr, k, v = nextRecord(c, k, v, &join)
-			r := telemetry.Record{Seq: sr.seq}
+			if len(recs) < cap(recs) {
+				recs = recs[:len(recs)+1] // reuse the element's Points
+			} else {
+				recs = append(recs, telemetry.Record{})
+			}
+			r := &recs[len(recs)-1]
+			r.Seq = sr.seq
 			if err := telemetry.DecodeBatch(sr.value, &r.Batch); err != nil {
 				q.log.Error("buffer record does not decode, dropping it",
 					"seq", r.Seq, "bytes", sr.size, "err", err)
 				bad = append(bad, r.Seq)
+				recs = recs[:len(recs)-1]
 				continue
 			}
-			recs = append(recs, r)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("buffer %s: peek after %d: %w", q.path, after, err)
+		return recs[:0], fmt.Errorf("buffer %s: peek after %d: %w", q.path, after, err)
 	}
 	if len(bad) > 0 {
 		if err := q.deleteCorrupt(bad); err != nil {
