@@ -231,6 +231,11 @@ func (s *memSource) Peek(after uint64, max int) ([]telemetry.Record, error) {
 	return out, nil
 }
 
+func (s *memSource) PeekInto(dst []telemetry.Record, after uint64, max int) ([]telemetry.Record, error) {
+	recs, err := s.Peek(after, max)
+	return append(dst[:0], recs...), err
+}
+
 func (s *memSource) Wait(ctx context.Context, after uint64) error {
 	for {
 		s.mu.Lock()

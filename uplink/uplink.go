@@ -25,12 +25,15 @@ import (
 )
 
 // Source is the durable queue the uplink drains. The buffer implements it.
-// The uplink calls Peek, Wait and Depth from one goroutine and AckSeqs from
-// another (Depth also from Stats); an implementation must be safe for that.
+// The uplink calls PeekInto and Depth from one goroutine, Wait from
+// another, and AckSeqs from two more (Depth also from Stats); an
+// implementation must be safe for that.
 type Source interface {
-	// Peek returns the oldest records with Seq > after, at most max, in
-	// Seq order.
-	Peek(after uint64, max int) ([]telemetry.Record, error)
+	// PeekInto returns the oldest records with Seq > after, at most max,
+	// in Seq order, as dst[:0] extended; it may decode into dst's records
+	// (their Points arrays), which the uplink does not use again once it
+	// passes dst back.
+	PeekInto(dst []telemetry.Record, after uint64, max int) ([]telemetry.Record, error)
 	// Wait blocks until a record with Seq > after exists, or ctx is done
 	// (then it returns ctx.Err()).
 	Wait(ctx context.Context, after uint64) error
@@ -311,6 +314,9 @@ type session struct {
 	backlogDone bool   // no stored record <= mark is left to send
 	liveMaybe   bool   // the Source may hold live records after live
 	rate        tokenBucket
+	// Records each PeekInto decodes into: published (encoded) before the
+	// next PeekInto, so their Points arrays are reused.
+	liveRecs, backRecs []telemetry.Record
 }
 
 // ackRun is a run of records to acknowledge to the Source at once: seqs
@@ -838,7 +844,8 @@ func (s *session) sendSome() (sent int, next time.Duration, err error) {
 		return 0, 0, nil
 	}
 	if s.liveMaybe {
-		recs, err := u.src.Peek(s.live, free)
+		recs, err := u.src.PeekInto(s.liveRecs, s.live, free)
+		s.liveRecs = recs
 		if err != nil {
 			return 0, 0, err
 		}
@@ -867,7 +874,8 @@ func (s *session) sendSome() (sent int, next time.Duration, err error) {
 	if n == 0 {
 		return sent, next, nil
 	}
-	recs, err := u.src.Peek(s.back, n)
+	recs, err := u.src.PeekInto(s.backRecs, s.back, n)
+	s.backRecs = recs
 	if err != nil {
 		s.rate.refund(n)
 		return sent, 0, err
