@@ -105,8 +105,11 @@ func TestUplinkStatusOnlineThenOfflineOnStop(t *testing.T) {
 		}
 		return nil
 	})
-	if got := sub.statuses(); strings.Join(got, ",") != "online,offline" {
-		t.Errorf("statuses = %v, want online,offline", got)
+	// A loaded machine may make the uplink reconnect (online again) or
+	// deliver the retained online beside the live one: repeats are fine,
+	// the order is what counts.
+	if got := slices.Compact(sub.statuses()); strings.Join(got, ",") != "online,offline" {
+		t.Errorf("statuses = %v, want online (repeated or not), then offline", sub.statuses())
 	}
 	m, _ := sub.last()
 	var st struct {
