@@ -11,7 +11,8 @@
 //
 // The sender keeps two cursors. Whenever the in-flight window has room it
 // first publishes every live record there is (in sequence order), then fills
-// what is left of the window from the backlog (oldest first), at most
+// what is left of the window from the backlog (oldest first) — but never the
+// last quarter of the window, which stays free for live records — at most
 // Config.ReplayRate backlog records per second if that is set (a token
 // bucket holding 100 ms worth). So live data keeps its latency while a
 // backlog drains, and the backlog uses the rest of the link. Each stream is
@@ -21,8 +22,10 @@
 // Each record is encoded by an Encoder (uplink/jsonenc for the JSON format)
 // and published with QoS 1 to the topic template with {device} set to the
 // record's device. An acker goroutine waits for PUBACKs in send order and
-// acknowledges each run of completed records with one Source.AckSeqs call
-// naming exactly those records. Because live and backlog interleave, the
+// hands each run of completed records to one of two ack workers, which call
+// Source.AckSeqs naming exactly those records (two, so that one run can join
+// the buffer's next group commit while the other waits for its fsync). A
+// record keeps its window slot until its deletion is durable. Because live and backlog interleave, the
 // acknowledged records are not a prefix; AckSeqs deletes only what it names.
 // A record is acknowledged to the Source only after its own PUBACK arrived
 // (or, if the encoder refused it, at once, counted in EncodeErrors).
@@ -80,9 +83,10 @@
 // # Goroutines
 //
 // Run's goroutine connects, reads the Source (Peek, Wait) and publishes. Per
-// connection one more goroutine waits for PUBACKs in send order and calls
-// Source.Ack; paho calls the connection-lost handler from its own goroutine.
-// Run returns after the PUBACK goroutine has exited. The two share the window
+// connection one more goroutine waits for PUBACKs in send order and two ack
+// workers call Source.AckSeqs; paho calls the connection-lost handler from
+// its own goroutine. Run returns after the PUBACK goroutine and the ack
+// workers have exited. The two share the window
 // count (atomic), a FIFO channel of sent messages, and the session's failure
 // state (sync.Once plus a closed channel); the only mutex guards
 // Stats.LastError.
