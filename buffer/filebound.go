@@ -96,8 +96,9 @@ func (q *Queue) fits(tx *bolt.Tx, need, reserve int64) bool {
 // write runs fn in a write transaction that stays inside the file bound
 // and leaves reserve pages available, making room first if it would not:
 // by refreshing the free count, then by dropping the oldest records
-// (squeeze), and when nothing old is left by calling shrink (if not nil),
-// which makes the transaction smaller and reports whether it could.
+// (squeeze), and when nothing old is left by calling shrink (if not nil)
+// with the pages missing, which makes the transaction smaller and reports
+// whether it could.
 //
 // After fn has made its changes (in memory: bbolt writes pages only at
 // commit) the pages the commit can allocate are bounded by extra() plus
@@ -106,7 +107,7 @@ func (q *Queue) fits(tx *bolt.Tx, need, reserve int64) bool {
 // pages; if they do not fit, the transaction is rolled back. fn may
 // therefore run more than once and must start from scratch each time. The
 // caller holds wmu.
-func (q *Queue) write(extra func() int64, reserve int64, shrink func() bool, fn func(*bolt.Tx) error) error {
+func (q *Queue) write(extra func() int64, reserve int64, shrink func(deficit int64) bool, fn func(*bolt.Tx) error) error {
 	refreshed := false
 	for {
 		err := q.update(func(tx *bolt.Tx) error {
@@ -129,12 +130,13 @@ func (q *Queue) write(extra func() int64, reserve int64, shrink func() bool, fn 
 			refreshed = true
 			continue
 		}
-		dropped, err := q.squeeze(q.deficit)
+		deficit := q.deficit
+		dropped, err := q.squeeze(deficit)
 		if err != nil {
 			return err
 		}
-		if !dropped && (shrink == nil || !shrink()) {
-			return fmt.Errorf("%w: %d pages short", errNoRoom, q.deficit)
+		if !dropped && (shrink == nil || !shrink(deficit)) {
+			return fmt.Errorf("%w: %d pages short", errNoRoom, deficit)
 		}
 	}
 }

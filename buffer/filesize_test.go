@@ -301,3 +301,47 @@ func TestQueueCompactsAnOversizedFile(t *testing.T) {
 		t.Fatalf("left behind: %v", aside)
 	}
 }
+
+// TestQueueCommitLargerThanTheFile: one commit of four times what the file
+// can hold (appends queued during a long sync interval, committed at Close)
+// keeps the newest batches that fit, counts the rest as dropped, and leaves
+// the file within its bound.
+func TestQueueCommitLargerThanTheFile(t *testing.T) {
+	const maxBytes = 1 << 20
+	path := filepath.Join(t.TempDir(), "b.db")
+	opts := Options{MaxBytes: maxBytes, SyncInterval: time.Hour}
+	q := openQueue(t, path, opts, nil)
+	var w allocWatch
+	w.watch(q)
+	const n = 16000 // 20 readings each: about 4 MiB
+	for i := range n / 100 {
+		bs := make([]*telemetry.Batch, 100)
+		for j := range bs {
+			bs[j] = sizedBatch("d", 100*i+j, 20)
+		}
+		mustAppend(t, q, bs...)
+	}
+	start := time.Now()
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	w.check(t, "closed")
+	st := q.Stats()
+	if st.WriteErrors > 0 || st.LostRecords > 0 || st.DroppedRecords == 0 {
+		t.Fatalf("after the commit: %+v", st)
+	}
+	if size := sizeOf(t, path); size > maxBytes {
+		t.Fatalf("the file is %d bytes, bound %d", size, maxBytes)
+	}
+	q = openQueue(t, path, opts, nil)
+	st2 := q.Stats()
+	if uint64(st2.Records)+st.DroppedRecords != n || st2.LastSeq-st2.FirstSeq+1 != uint64(st2.Records) {
+		t.Fatalf("%d records (%d..%d) stored + %d dropped, %d appended", st2.Records, st2.FirstSeq, st2.LastSeq, st.DroppedRecords, n)
+	}
+	recs, err := q.Peek(st2.LastSeq-1, 1)
+	if err != nil || len(recs) != 1 || recs[0].Batch.Points[0].Tag != fmt.Sprintf("t%07d-0000", n-1) {
+		t.Fatalf("the newest record is not the last batch appended: %v %v", recs, err)
+	}
+	t.Logf("the commit at Close took %v in %d write transactions; kept the newest %d batches, dropped %d", took, w.txs, st2.Records, st.DroppedRecords)
+}

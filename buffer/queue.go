@@ -362,8 +362,9 @@ func (q *Queue) commit(p *pending) error {
 	d.commit = len(p.vals) > 0
 	now := time.Now().Round(0)
 	// The oldest new batches that cannot fit in the file even with the
-	// queue empty; see write.
-	unfit := 0
+	// queue empty (see write), and the first that fn stores (after those
+	// and the ones the byte bound drops).
+	unfit, putFrom := 0, 0
 	parts := 0
 	for _, v := range p.vals {
 		parts += partKeys(len(v), q.partMax)
@@ -371,12 +372,20 @@ func (q *Queue) commit(p *pending) error {
 	if cap(q.partArena) < parts {
 		q.partArena = make([]byte, 0, parts)
 	}
-	extra := func() int64 { return q.pagesFor(p.vals[unfit:]) }
-	shrink := func() bool {
+	extra := func() int64 { return q.pagesFor(p.vals[putFrom:]) }
+	// shrink gives up the oldest new batches stored that hold about the
+	// pages missing (at least one batch), not one batch per try: a commit
+	// of more than the file holds (a long interval, a slow disk) would
+	// otherwise be retried once per batch too many.
+	shrink := func(deficit int64) bool {
+		unfit = max(unfit, putFrom)
 		if unfit == len(p.vals) {
 			return false
 		}
-		unfit++
+		target := deficit * q.pageSize * 3 / 4 // element bytes
+		for freed := int64(0); unfit < len(p.vals) && (freed == 0 || freed < target); unfit++ {
+			freed += int64(24 + len(p.vals[unfit]))
+		}
 		return true
 	}
 	err := q.write(extra, reservePages, shrink, func(tx *bolt.Tx) error {
@@ -415,6 +424,7 @@ func (q *Queue) commit(p *pending) error {
 				d.drop(p.vals[skip], p.points[skip])
 			}
 		}
+		putFrom = skip
 		firstNew := b.Sequence() + 1
 		arena := q.partArena[:0]
 		for i := skip; i < len(p.vals); i++ {
