@@ -13,23 +13,12 @@ import (
 
 	"github.com/fieldgate/fieldgate/config"
 	"github.com/fieldgate/fieldgate/internal/broker"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/sim"
 )
 
-func checkFor(t *testing.T, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// checkFor polls cond until it holds or d passes (internal/peers).
+var checkFor = peers.CheckFor
 
 type quality struct{ good, bad int }
 

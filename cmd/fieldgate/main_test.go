@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fieldgate/fieldgate/internal/peers"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
@@ -32,20 +34,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func checkFor(t *testing.T, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// checkFor polls cond until it holds or d passes (internal/peers).
+var checkFor = peers.CheckFor
 
 func TestValidateReportsFileLineAndField(t *testing.T) {
 	dir := t.TempDir()
