@@ -29,29 +29,38 @@ import (
 // result is one run's measurements. Rates and costs are over the steady
 // window; the replay fields are zero without -outage.
 type result struct {
-	ReadingsPerSec    float64 `json:"readings_per_s"`
-	OfferedPerSec     float64 `json:"offered_readings_per_s"` // devices × tags / poll
-	CPUSecPerMillion  float64 `json:"cpu_s_per_million_readings"`
-	CPUCores          float64 `json:"gateway_cpu_cores"`         // CPU-seconds per second
-	PeakRSSMiB        float64 `json:"peak_rss_mib"`              // VmHWM at the end of the steady window
-	RSSAnonMiB        float64 `json:"rss_anon_mib"`              // RssAnon then: heap, stacks
-	RSSFileMiB        float64 `json:"rss_file_mib"`              // RssFile then: the binary and the bbolt mmap
-	ReadCallsPerRec   float64 `json:"read_syscalls_per_record"`  // syscr of /proc/<pid>/io over the steady window
-	WriteCallsPerRec  float64 `json:"write_syscalls_per_record"` // syscw
-	LatencyP50Ms      float64 `json:"latency_p50_ms"`
-	LatencyP99Ms      float64 `json:"latency_p99_ms"`
-	RequestsPerCycle  float64 `json:"modbus_requests_per_cycle"` // per device
-	OptimumPerCycle   float64 `json:"modbus_optimum_per_cycle"`
-	WireBytesPerRead  float64 `json:"wire_bytes_per_reading"`  // MQTT payload
-	CodecBytesPerRead float64 `json:"codec_bytes_per_reading"` // telemetry codec value, one batch of this layout
-	ProducedRecords   int64   `json:"produced_records"`
-	DeliveredRecords  int64   `json:"delivered_records"`
-	DeliveredReadings int64   `json:"delivered_readings"`
-	LeftInBuffer      int64   `json:"left_in_buffer_records"` // not yet acked when the gateway stopped
-	LostRecords       int64   `json:"lost_records"`           // neither delivered nor in the buffer
-	DupRecords        int64   `json:"duplicate_records"`
-	Reordered         int64   `json:"reordered_records"` // older than the previous record of their device and stream (live, historical)
-	BadPayloads       int64   `json:"bad_payloads"`
+	ReadingsPerSec   float64 `json:"readings_per_s"`
+	OfferedPerSec    float64 `json:"offered_readings_per_s"` // devices × tags / poll
+	CPUSecPerMillion float64 `json:"cpu_s_per_million_readings"`
+	CPUCores         float64 `json:"gateway_cpu_cores"`         // CPU-seconds per second
+	PeakRSSMiB       float64 `json:"peak_rss_mib"`              // VmHWM at the end of the steady window
+	RSSAnonMiB       float64 `json:"rss_anon_mib"`              // RssAnon then: heap, stacks
+	RSSFileMiB       float64 `json:"rss_file_mib"`              // RssFile then: the binary and the bbolt mmap
+	ReadCallsPerRec  float64 `json:"read_syscalls_per_record"`  // syscr of /proc/<pid>/io over the steady window
+	WriteCallsPerRec float64 `json:"write_syscalls_per_record"` // syscw
+	// The buffer's group commit over the steady window: commits from the
+	// gateway's /metrics, fdatasync calls from perf (-1 without perf), and
+	// the bytes the gateway sent to the storage layer (/proc/<pid>/io
+	// write_bytes: bbolt's pages and meta pages).
+	CommitsPerSec      float64 `json:"buffer_commits_per_s"`
+	BatchesPerCommit   float64 `json:"buffer_batches_per_commit"`
+	ReadingsPerCommit  float64 `json:"buffer_readings_per_commit"`
+	FdatasyncPerSec    float64 `json:"fdatasync_per_s"`
+	DiskBytesPerRecord float64 `json:"disk_write_bytes_per_record"`
+	LatencyP50Ms       float64 `json:"latency_p50_ms"`
+	LatencyP99Ms       float64 `json:"latency_p99_ms"`
+	RequestsPerCycle   float64 `json:"modbus_requests_per_cycle"` // per device
+	OptimumPerCycle    float64 `json:"modbus_optimum_per_cycle"`
+	WireBytesPerRead   float64 `json:"wire_bytes_per_reading"`  // MQTT payload
+	CodecBytesPerRead  float64 `json:"codec_bytes_per_reading"` // telemetry codec value, one batch of this layout
+	ProducedRecords    int64   `json:"produced_records"`
+	DeliveredRecords   int64   `json:"delivered_records"`
+	DeliveredReadings  int64   `json:"delivered_readings"`
+	LeftInBuffer       int64   `json:"left_in_buffer_records"` // not yet acked when the gateway stopped
+	LostRecords        int64   `json:"lost_records"`           // neither delivered nor in the buffer
+	DupRecords         int64   `json:"duplicate_records"`
+	Reordered          int64   `json:"reordered_records"` // older than the previous record of their device and stream (live, historical)
+	BadPayloads        int64   `json:"bad_payloads"`
 	// With -outage.
 	BufferBytesPerRead float64 `json:"buffer_file_bytes_per_reading,omitempty"`
 	BacklogReadings    int64   `json:"backlog_readings,omitempty"` // delivered as historical after the restore
@@ -142,9 +151,10 @@ func tagsOf(p params) []tagDef {
 	return tags
 }
 
-func writeConfig(path string, p params, bufPath, mqttAddr string, ports []int) error {
+func writeConfig(path string, p params, bufPath, mqttAddr string, apiPort int, ports []int) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "gateway: { id: fb }\n")
+	fmt.Fprintf(&b, "api: { listen: 127.0.0.1:%d }\n", apiPort)
 	fmt.Fprintf(&b, "buffer: { path: %s, max_bytes: 4GiB, sync: %s }\n", bufPath, p.Sync)
 	fmt.Fprintf(&b, "mqtt:\n  url: tcp://%s\n  qos: 1\n  format: json\n  topic: \"fb/data/{device}\"\n  status_topic: \"fb/status\"\n", mqttAddr)
 	if p.Window > 0 {
@@ -242,7 +252,11 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 
 	bufPath := filepath.Join(rdir, "buffer.db")
 	cfgPath := filepath.Join(rdir, "fieldgate.yaml")
-	if err := writeConfig(cfgPath, p, bufPath, px.addr(), fm.ports); err != nil {
+	apiPort, err := freePort()
+	if err != nil {
+		return r, err
+	}
+	if err := writeConfig(cfgPath, p, bufPath, px.addr(), apiPort, fm.ports); err != nil {
 		return r, err
 	}
 	logf, err := os.Create(filepath.Join(rdir, "gateway.log"))
@@ -305,16 +319,28 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 		return r, err
 	}
 	io0, _ := procIO(pid)
+	commits0, appended0, scrapeErr := scrapeBuffer(ctx, apiPort)
+	syncs := startSyscallCounter(pid, rdir)
 	t0 := time.Now()
 	if err := sleep(p.Duration); err != nil {
+		syncs.stop()
 		return r, err
 	}
 	cpu1, err := cpuTime(pid)
 	if err != nil {
+		syncs.stop()
 		return r, err
 	}
 	io1, _ := procIO(pid)
 	t1 := time.Now()
+	fdatasyncs := syncs.stop()
+	commits1, appended1, err := scrapeBuffer(ctx, apiPort)
+	if scrapeErr == nil {
+		scrapeErr = err
+	}
+	if scrapeErr != nil {
+		fmt.Fprintf(stderr, "fieldbench: buffer commits not measured: %v\n", scrapeErr)
+	}
 	rss, err := peakRSS(pid)
 	if err != nil {
 		return r, err
@@ -435,6 +461,17 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 	if steadyRecs > 0 && io0 != nil && io1 != nil {
 		r.ReadCallsPerRec = float64(io1["syscr"]-io0["syscr"]) / float64(steadyRecs)
 		r.WriteCallsPerRec = float64(io1["syscw"]-io0["syscw"]) / float64(steadyRecs)
+		r.DiskBytesPerRecord = float64(io1["write_bytes"]-io0["write_bytes"]) / float64(steadyRecs)
+	}
+	if scrapeErr == nil && commits1 > commits0 {
+		n := commits1 - commits0
+		r.CommitsPerSec = n / win
+		r.BatchesPerCommit = (appended1 - appended0) / n
+		r.ReadingsPerCommit = r.BatchesPerCommit * float64(len(tags))
+	}
+	r.FdatasyncPerSec = -1
+	if fdatasyncs >= 0 {
+		r.FdatasyncPerSec = float64(fdatasyncs) / win
 	}
 	lat := latencies(msgs, func(a arrival) bool { return a.at >= t0.UnixNano() && a.at < t1.UnixNano() })
 	r.LatencyP50Ms, r.LatencyP99Ms = quantile(lat, 0.50), quantile(lat, 0.99)
@@ -553,6 +590,9 @@ func printTable(w io.Writer, p params, r result, runs int) {
 	row("gateway peak RSS", f(r.PeakRSSMiB, 1)+" MiB")
 	row("gateway RSS at the end: anon / file", f(r.RSSAnonMiB, 1)+" / "+f(r.RSSFileMiB, 1)+" MiB")
 	row("gateway read / write syscalls per record", f(r.ReadCallsPerRec, 2)+" / "+f(r.WriteCallsPerRec, 2))
+	row("buffer commits/s (batches, readings per commit)", fmt.Sprintf("%s (%s, %s)", f(r.CommitsPerSec, 0), f(r.BatchesPerCommit, 2), f(r.ReadingsPerCommit, 0)))
+	row("gateway fdatasync/s (-1: no perf)", f(r.FdatasyncPerSec, 0))
+	row("gateway disk write bytes per record", f(r.DiskBytesPerRecord, 0))
 	row("poll-to-broker latency p50 / p99", f(r.LatencyP50Ms, 1)+" / "+f(r.LatencyP99Ms, 1)+" ms")
 	row("Modbus requests per cycle (optimum)", fmt.Sprintf("%s (%s)", f(r.RequestsPerCycle, 3), f(r.OptimumPerCycle, 0)))
 	row("bytes per reading: wire / codec", f(r.WireBytesPerRead, 1)+" / "+f(r.CodecBytesPerRead, 1))
