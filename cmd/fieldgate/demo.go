@@ -43,6 +43,7 @@ devices:
       - { name: speed,    table: holding, offset: 6, type: uint16, scale: 0.1, unit: rpm }
       - { name: running,  address: 1, type: bool }
       - { name: alarm,    address: 40008, type: bool, bit: 3 }
+      - { name: setpoint, address: 40009, type: uint16, scale: 0.1, unit: bar, writable: true, min: 0, max: 10, rate_limit: 10/min }
   - name: boiler-2            # an RTU slave behind a serial server ...
     modbus: { url: rtuovertcp://%[4]s, unit: 1, timeout: 500ms }
     poll: 2s
@@ -133,7 +134,8 @@ func runDemo(ctx context.Context, out io.Writer, log, brokerLog *slog.Logger) er
 		return fmt.Errorf("built-in config: %w", err)
 	}
 	fmt.Fprintf(out, "fieldgate demo: a simulated Modbus TCP press, a simulated serial server with two RTU slaves,\na simulated OPC UA server, an MQTT broker on %s, and this config:\n\n%s\n", brk.Addr(), text)
-	fmt.Fprintf(out, "Telemetry as it arrives at the broker (subscribe yourself: mosquitto_sub -h 127.0.0.1 -p %s -t 'fieldgate/#' -v). Ctrl-C stops.\n\n", portOf(brk.Addr()))
+	fmt.Fprintf(out, "Telemetry as it arrives at the broker (subscribe yourself: mosquitto_sub -h 127.0.0.1 -p %s -t 'fieldgate/#' -v).\n", portOf(brk.Addr()))
+	fmt.Fprintf(out, "Write the press's setpoint (0..10 bar; the answer shows below):\n  mosquitto_pub -h 127.0.0.1 -p %s -t fieldgate/demo-gw/press-1/set -m '{\"id\":\"1\",\"tag\":\"setpoint\",\"value\":6.5}'\nCtrl-C stops.\n\n", portOf(brk.Addr()))
 
 	var mu sync.Mutex // serialises console lines
 	stopped := false  // no lines after the summary
@@ -173,6 +175,9 @@ func portOf(addr string) string {
 // formatMessage renders one MQTT message for the console: a status line, or
 // one line per device batch with every tag's value, unit and quality.
 func formatMessage(topic string, payload []byte) string {
+	if strings.HasSuffix(topic, "/set") || strings.HasSuffix(topic, "/set/result") {
+		return fmt.Sprintf("%s  %s  %s", time.Now().Format("15:04:05.000"), topic, payload)
+	}
 	var m struct {
 		Device string `json:"device"`
 		Seq    uint64 `json:"seq"`
@@ -264,12 +269,14 @@ func animate(ctx context.Context, addr string, closeFn func() error, step func(t
 }
 
 // startPress simulates a press on Modbus TCP: oil temperature and pressure
-// waves, a stroke counter, a speed, a running coil and an alarm bit.
+// waves, a stroke counter, a speed, a running coil, an alarm bit, and a
+// setpoint register that only writes change.
 func startPress(ctx context.Context) (*demoDevice, error) {
 	s := sim.NewModbus(sim.ModbusOptions{})
 	if err := s.Listen("127.0.0.1:0"); err != nil {
 		return nil, err
 	}
+	s.SetHolding(8, 50) // setpoint 5.0 bar: writable from the broker, not animated
 	return animate(ctx, s.Addr(), s.Close, func(t time.Duration) {
 		sec := t.Seconds()
 		_ = s.PutFloat32(modbus.HoldingRegister, 0, modbus.CDAB, float32(60+5*math.Sin(sec/10)))

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/fieldgate/fieldgate/internal/peers"
 )
 
@@ -150,8 +151,30 @@ func TestDemoShowsTelemetry(t *testing.T) {
 	checkFor(t, 60*time.Second, "telemetry from every device on the console", func() error {
 		s := stdout.String()
 		for _, want := range []string{"press-1", "oil_temp=", "degC", "boiler-2", "water_temp=", "meter-3", "power=", "status=online",
-			"cnc-4", "spindle_temp=", "parts="} {
+			"cnc-4", "spindle_temp=", "parts=", "setpoint=5 bar"} {
 			if !strings.Contains(s, want) || strings.Count(s, "seq=") < 3 {
+				return fmt.Errorf("output lacks %q:\n%s", want, s)
+			}
+		}
+		return nil
+	})
+	// The write the demo suggests: answered, and the next poll shows it.
+	m := regexp.MustCompile(`an MQTT broker on (127\.0\.0\.1:\d+)`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("no broker address in the output:\n%s", stdout.String())
+	}
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + m[1]).SetClientID("demo-test"))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to the demo's broker: %v", tok.Error())
+	}
+	defer pub.Disconnect(0)
+	if tok := pub.Publish("fieldgate/demo-gw/press-1/set", 1, false, `{"id":"1","tag":"setpoint","value":6.5}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish the set command: %v", tok.Error())
+	}
+	checkFor(t, 30*time.Second, "the write answered and polled", func() error {
+		s := stdout.String()
+		for _, want := range []string{`"id":"1","device":"press-1","tag":"setpoint","ok":true`, "setpoint=6.50 bar"} {
+			if !strings.Contains(s, want) {
 				return fmt.Errorf("output lacks %q:\n%s", want, s)
 			}
 		}
