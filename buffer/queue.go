@@ -22,6 +22,17 @@ const dropLogEvery = 10 * time.Second
 // maxPooledBuf is the largest encode buffer returned to the pool.
 const maxPooledBuf = 1 << 20
 
+// The group commit's gathering rule (sync: always), after PostgreSQL's
+// commit_delay and commit_siblings: when work arrived while the previous
+// commit ran (so more is likely on its way), the writer waits before the
+// next commit for as long as the previous one took, at most gatherMax, or
+// until gatherBatches batches are pending. Each Append then waits at most
+// that much longer, and one transaction and fsync pair serve more batches.
+const (
+	gatherMax     = 2 * time.Millisecond
+	gatherBatches = 64
+)
+
 var (
 	recordsBucket = []byte("records")
 	// timesBucket maps a sequence number to the time (Unix ns, big-endian)
@@ -288,7 +299,11 @@ func (q *Queue) putBuf(bp *[]byte) {
 func (q *Queue) run() {
 	defer close(q.done)
 	var spare pending
-	var timer *time.Timer
+	var timer, gatherTimer *time.Timer
+	// took is how long the last commit took; busy says that work arrived
+	// while it ran (the gathering rule above).
+	var took time.Duration
+	busy := false
 	var ageTick <-chan time.Time
 	if q.maxAge > 0 {
 		t := time.NewTicker(q.indexEvery)
@@ -307,6 +322,12 @@ func (q *Queue) run() {
 			}
 			continue
 		}
+		if busy && q.interval == 0 && !closing {
+			if gatherTimer == nil {
+				gatherTimer = time.NewTimer(time.Hour)
+			}
+			q.gather(gatherTimer, min(took, gatherMax))
+		}
 		q.mu.Lock()
 		p, f := q.pend, q.flush
 		if !p.empty() {
@@ -314,7 +335,12 @@ func (q *Queue) run() {
 		}
 		q.mu.Unlock()
 		if !p.empty() {
+			start := time.Now()
 			f.err = q.commit(&p)
+			took = time.Since(start)
+			q.mu.Lock()
+			busy = !q.pend.empty()
+			q.mu.Unlock()
 			if f.err != nil && len(p.vals) > 0 {
 				q.lost(&p, f.err)
 			}
@@ -344,6 +370,32 @@ func (q *Queue) run() {
 			case <-timer.C:
 			case <-q.closing:
 			}
+		}
+	}
+}
+
+// gather waits up to d for more work to join the next commit: until the
+// timer fires, gatherBatches batches are pending, or the Queue closes. The
+// caller is the writer goroutine; t is its own timer.
+func (q *Queue) gather(t *time.Timer, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t.Reset(d)
+	defer t.Stop()
+	for {
+		q.mu.Lock()
+		n := len(q.pend.vals)
+		q.mu.Unlock()
+		if n >= gatherBatches {
+			return
+		}
+		select {
+		case <-q.kick:
+		case <-t.C:
+			return
+		case <-q.closing:
+			return
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -501,4 +502,43 @@ func TestQueueIntervalSync(t *testing.T) {
 	if got := peekSeqs(t, q, 0, 100); !cmp.Equal(got, seqRange(1, 51)) {
 		t.Fatalf("after Close and reopen Peek = %v, want 1..51", got)
 	}
+}
+
+// TestQueueGatherKeepsAppendDurable checks the group commit's gathering
+// rule keeps Append's promise: under concurrent appends (when the writer
+// waits for more work before committing) every Append returns only after
+// the commit holding its batch, so Appended always covers the calls that
+// have returned.
+func TestQueueGatherKeepsAppendDurable(t *testing.T) {
+	q := openQueue(t, filepath.Join(t.TempDir(), "buffer.db"), Options{}, nil)
+	const goroutines, perG = 8, 100
+	var returned atomic.Uint64
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			dev := fmt.Sprintf("dev-%d", g)
+			for i := range perG {
+				if err := q.Append(context.Background(), batch(dev, i, 120)); err != nil {
+					errs <- err
+					return
+				}
+				n := returned.Add(1)
+				if st := q.Stats(); st.Appended < n {
+					errs <- fmt.Errorf("%d appends returned, %d committed", n, st.Appended)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := q.Stats()
+	if st.Appended != goroutines*perG {
+		t.Fatalf("Appended = %d, want %d", st.Appended, goroutines*perG)
+	}
+	t.Logf("%d appends in %d commits", st.Appended, st.Commits)
 }
