@@ -39,8 +39,9 @@
 //     and one fsync for everything pending, written by a single writer
 //     goroutine owned by the Queue. When work arrived while the previous
 //     commit ran, the writer first waits for more, four times as long as
-//     that commit took but at most 8 ms, or until 64 batches are pending
-//     (queue.go, gatherMax): a little latency for fewer, larger commits.
+//     that commit took but at most 8 ms, or until 64 batches or 32
+//     acknowledgements are pending (queue.go, gatherMax): a little latency
+//     for fewer, larger commits.
 //   - Stored value bytes (Stats.Bytes) never exceed Options.MaxBytes. When an
 //     append would pass the bound, the oldest records are deleted in the same
 //     transaction, counted (DroppedRecords, DroppedPoints) and logged at most
