@@ -53,6 +53,9 @@ func TestTinyWorkload(t *testing.T) {
 	if r.BacklogReadings == 0 {
 		t.Error("no backlog replayed after the outage")
 	}
+	if r.CommitsPerSec <= 0 || r.BatchesPerCommit < 1 {
+		t.Errorf("buffer commits %.1f/s of %.2f batches: not measured from the gateway's metrics", r.CommitsPerSec, r.BatchesPerCommit)
+	}
 }
 
 func TestParsePayload(t *testing.T) {
