@@ -20,6 +20,7 @@ import (
 
 	"github.com/fieldgate/fieldgate/config"
 	"github.com/fieldgate/fieldgate/internal/broker"
+	"github.com/fieldgate/fieldgate/internal/peers"
 	"github.com/fieldgate/fieldgate/sim"
 	"github.com/fieldgate/fieldgate/sim/opcuasim"
 	"github.com/fieldgate/fieldgate/uplink/sparkplug/sproto"
@@ -101,25 +102,7 @@ func runGateway(t *testing.T, cfg string) func() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Error("Run did not return 30 s after cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return peers.Run(t, 30*time.Second, g.Run)
 }
 
 // startBroker starts the embedded broker for one test.

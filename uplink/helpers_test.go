@@ -386,25 +386,7 @@ func runUplink(t testing.TB, cfg Config, src Source) (*Uplink, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- u.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v, want nil", err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Errorf("Run did not return within 15s of cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return u, stop
+	return u, peers.Run(t, 15*time.Second, u.Run)
 }
 
 // subscriber is a plain MQTT client that records the messages of one filter.

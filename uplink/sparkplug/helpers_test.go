@@ -237,23 +237,5 @@ func run(t testing.TB, cfg uplink.Config, src uplink.Source, f *Format) (*uplink
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- u.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(15 * time.Second):
-				t.Errorf("Run did not return")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return u, stop
+	return u, peers.Run(t, 15*time.Second, u.Run)
 }
