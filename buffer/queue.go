@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -812,6 +813,11 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 // deleteSeqsAcked deletes, in a commit, the stored records among seqs and
 // counts them as acknowledged in d. The caller holds wmu.
 func (q *Queue) deleteSeqsAcked(b *bolt.Bucket, seqs []uint64, d *delta) {
+	// Acknowledgements of several AckSeqs calls share a commit and may name
+	// a record twice (a message PUBACKed on the old connection and again
+	// after it was sent on the new one): count each record once.
+	slices.Sort(seqs)
+	seqs = slices.Compact(seqs)
 	found := q.recScratch[:0]
 	for _, s := range seqs {
 		if r, ok := getRecord(b, s); ok {
