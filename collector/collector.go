@@ -125,7 +125,8 @@ type poller struct {
 }
 
 // runDevice is one device's goroutine. All scheduling happens here: a
-// single timer wakes it for the earliest due tick or reconnect; reads run
+// single timer wakes it for the earliest due tick or reconnect (ticks fall
+// on the clock's multiples of each group's period: alignedStart); reads run
 // inline, so a group's ticks that pass during its own read are skipped and
 // counted, and other groups' due ticks run late, once.
 func (c *Collector) runDevice(ctx context.Context, d *device) error {
@@ -137,7 +138,7 @@ func (c *Collector) runDevice(ctx context.Context, d *device) error {
 		tags := d.Driver.Tags(i)
 		p.groups = append(p.groups, groupState{
 			period: period,
-			next:   now.Add(rand.N(period)), // spread devices' polls over the period
+			next:   alignedStart(now, period),
 			tags:   tags,
 			rbe:    newExceptions(tags),
 		})
@@ -204,6 +205,22 @@ func (c *Collector) runDevice(ctx context.Context, d *device) error {
 		case <-timer.C:
 		}
 	}
+}
+
+// alignedStart returns the poll instant of a group with the given period
+// that is due first: the last multiple of period on the clock (since the
+// zero time, so 1s polls fall on whole UTC seconds and 1m polls on whole
+// minutes) at or before now. It is due at once, and the ticks after it
+// fall on the clock's multiples of period, so every device with the same
+// interval polls at the same instants: their readings carry comparable
+// timestamps, and the gateway handles each tick as one burst (one buffer
+// commit and one wake-up for many devices instead of one per device, which
+// costs about a third less CPU at 100 devices; docs/benchmarks.md).
+//
+// The result keeps now's monotonic clock reading, so a step of the wall
+// clock later does not move the schedule.
+func alignedStart(now time.Time, period time.Duration) time.Time {
+	return now.Add(-now.Sub(now.Truncate(period)))
 }
 
 // stopErr turns the error that ended a device goroutine into Run's result:

@@ -222,12 +222,49 @@ func TestCollectorGroupsKeepTheirOwnPeriods(t *testing.T) {
 		f.mu.Lock()
 		fast, slow := len(f.readStarts[0]), len(f.readStarts[1])
 		f.mu.Unlock()
-		// Start times are jittered within one period.
+		// The first reads run at once, the rest on the clock's multiples.
 		if fast < 99 || fast > 101 || slow < 9 || slow > 11 {
 			t.Errorf("reads: fast group %d (want ~100), slow group %d (want ~10)", fast, slow)
 		}
 		if st := c.Status()[0]; st.SkippedTicks != 0 || !st.Up {
 			t.Errorf("status %+v: want up with no skipped ticks", st)
+		}
+	})
+}
+
+func TestCollectorPollsOnTheClocksMultiples(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const period = 250 * time.Millisecond
+		time.Sleep(70 * time.Millisecond) // start between two ticks
+		start := time.Now()
+		a, b := newFake(period), newFake(period)
+		rec := &recorder{}
+		log, _ := newLogger()
+		c := New([]Device{{Name: "a", Driver: a}, {Name: "b", Driver: b}}, rec.sink, log)
+		stop := run(t, c)
+		time.Sleep(2*time.Second + time.Millisecond)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []*fakeDriver{a, b} {
+			f.mu.Lock()
+			reads := f.readStarts[0]
+			f.mu.Unlock()
+			// One read at start, then at 0.25 s, 0.5 s, … 2.0 s on the clock.
+			if len(reads) != 9 {
+				t.Fatalf("%d reads in 2 s at %v, want 9", len(reads), period)
+			}
+			if !reads[0].Equal(start) {
+				t.Errorf("first read at %v, want at once (%v)", reads[0], start)
+			}
+			for _, r := range reads[1:] {
+				if r.UnixNano()%int64(period) != 0 {
+					t.Errorf("read at %v: not on a multiple of %v", r.Format("15:04:05.000"), period)
+				}
+			}
+		}
+		if !a.readStarts[0][5].Equal(b.readStarts[0][5]) {
+			t.Errorf("devices polled at %v and %v, want the same instant", a.readStarts[0][5], b.readStarts[0][5])
 		}
 	})
 }
