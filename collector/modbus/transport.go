@@ -188,12 +188,22 @@ type transport interface {
 // tcpTransport speaks Modbus TCP (MBAP frames). An answer whose
 // transaction id is not the request's (the late answer to a request that
 // timed out) is read in full and discarded, so the connection stays in step.
+//
+// Reads take whatever the connection has, up to the buffer's size, so an
+// answer usually arrives in one read; bytes past the current frame (the
+// next frame, when a late answer and the current one arrive together) stay
+// in the buffer for the next frame.
 type tcpTransport struct {
 	s   stream
-	buf []byte
+	buf []byte // buf[off:end] read and not yet taken
+	off int
+	end int
 }
 
 const mbapHeader = 7
+
+// tcpBuffer holds two frames of the largest size (7 + 253 bytes).
+const tcpBuffer = 2 * 260
 
 func (t *tcpTransport) Close() error { return t.s.Close() }
 
@@ -203,25 +213,53 @@ func (t *tcpTransport) roundTrip(adu []byte, deadline time.Time) ([]byte, error)
 		return nil, err
 	}
 	for {
-		t.buf = t.buf[:0]
-		if err := readFull(t.s, &t.buf, mbapHeader, deadline); err != nil {
-			if err == errWait && len(t.buf) == 0 {
+		if err := t.fill(mbapHeader, deadline); err != nil {
+			if err == errWait && t.off == t.end {
 				return nil, &timeoutError{time.Since(start)}
 			}
 			return nil, broken(err, "MBAP header")
 		}
-		length := int(binary.BigEndian.Uint16(t.buf[4:6]))
-		if binary.BigEndian.Uint16(t.buf[2:4]) != 0 || length < 2 || length > 254 {
-			return nil, fmt.Errorf("not a Modbus TCP answer (header % x): the connection is out of step", t.buf[:mbapHeader])
+		h := t.buf[t.off:t.end]
+		length := int(binary.BigEndian.Uint16(h[4:6]))
+		if binary.BigEndian.Uint16(h[2:4]) != 0 || length < 2 || length > 254 {
+			return nil, fmt.Errorf("not a Modbus TCP answer (header % x): the connection is out of step", h[:mbapHeader])
 		}
-		if err := readFull(t.s, &t.buf, mbapHeader-1+length, deadline); err != nil {
+		n := mbapHeader - 1 + length
+		if err := t.fill(n, deadline); err != nil {
 			return nil, broken(err, "MBAP frame")
 		}
-		if !bytes.Equal(t.buf[:2], adu[:2]) {
+		frame := t.buf[t.off : t.off+n]
+		t.off += n
+		if t.off == t.end {
+			t.off, t.end = 0, 0
+		}
+		if !bytes.Equal(frame[:2], adu[:2]) {
 			continue // stale: the answer to an earlier request
 		}
-		return bytes.Clone(t.buf), nil
+		return bytes.Clone(frame), nil
 	}
+}
+
+// fill reads until the buffer holds n bytes not yet taken (n ≤ 260).
+func (t *tcpTransport) fill(n int, deadline time.Time) error {
+	if t.buf == nil {
+		t.buf = make([]byte, tcpBuffer)
+	}
+	if t.end-t.off >= n {
+		return nil
+	}
+	if len(t.buf)-t.off < n { // the frame would not fit: move it to the front
+		t.end = copy(t.buf, t.buf[t.off:t.end])
+		t.off = 0
+	}
+	for t.end-t.off < n {
+		k, err := t.s.readBy(t.buf[t.end:], deadline)
+		t.end += k
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // broken describes an error in the middle of a frame, after which the
