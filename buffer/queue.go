@@ -152,6 +152,7 @@ type Queue struct {
 	keyArena    []byte
 	partArena   []byte // keys of the parts of records stored in parts
 	recScratch  []recKey
+	seqScratch  []uint64 // AckSeqs' sequence numbers, sorted
 	dropPending struct{ records, points uint64 }
 	lastDropLog time.Time
 	idx         []ageMark // the age index, in seq order; mirrors timesBucket
@@ -760,10 +761,8 @@ func (q *Queue) Wait(ctx context.Context, after uint64) error {
 // sequence numbers that are already gone is a no-op.
 func (q *Queue) Ack(upTo uint64) error {
 	q.mu.Lock()
-	nothing := q.st.Records == 0 || upTo < q.st.FirstSeq
+	nothing := q.noneStoredUpTo(upTo)
 	q.mu.Unlock()
-	// New records get larger sequence numbers, so when nothing is stored
-	// at or below upTo none can match.
 	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack up to %d", upTo) }, func(b *bolt.Bucket, keep func(*rec)) {
 		c := b.Cursor()
 		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= upTo; {
@@ -785,7 +784,7 @@ func (q *Queue) Ack(upTo uint64) error {
 // dropped already, or never issued) are ignored. seqs need not be sorted.
 func (q *Queue) AckSeqs(seqs []uint64) error {
 	q.mu.Lock()
-	nothing := len(seqs) == 0 || q.st.Records == 0
+	nothing := len(seqs) == 0 || q.noneStoredUpTo(slices.Max(seqs))
 	if q.interval == 0 && !nothing && !q.closed {
 		q.pend.acks = append(q.pend.acks, seqs...)
 		f := q.flush
@@ -802,12 +801,35 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 	}
 	q.mu.Unlock()
 	return q.deleteAcked(nothing, func() string { return fmt.Sprintf("ack %d records", len(seqs)) }, func(b *bolt.Bucket, keep func(*rec)) {
-		for _, s := range seqs {
+		// A record named twice is deleted and counted once, as in
+		// deleteSeqsAcked; the caller's slice is left as it was.
+		q.seqScratch = append(q.seqScratch[:0], seqs...)
+		slices.Sort(q.seqScratch)
+		for _, s := range slices.Compact(q.seqScratch) {
 			if r, ok := getRecord(b, s); ok {
 				keep(&r)
 			}
 		}
 	})
+}
+
+// noneStoredUpTo reports whether no record with a sequence number at or
+// below upTo is stored, or can be later. The caller holds mu.
+//
+// The counters describe the file as of the last write transaction applied
+// to them, which is not the last one readers can see: bbolt shows a
+// transaction to new readers once its meta page is written, before that
+// page is fsynced and before commit applies the counters. A reader (the
+// uplink) can therefore Peek a record, publish it and have its PUBACK back
+// on loopback while Stats still counts no records. So "no records" alone
+// does not mean "nothing to delete"; it does for the sequence numbers
+// issued by the transactions applied (up to LastSeq), because a later
+// transaction only adds records with larger sequence numbers.
+func (q *Queue) noneStoredUpTo(upTo uint64) bool {
+	if q.st.Records > 0 {
+		return upTo < q.st.FirstSeq
+	}
+	return upTo <= q.st.LastSeq
 }
 
 // deleteSeqsAcked deletes, in a commit, the stored records among seqs and
