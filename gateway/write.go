@@ -49,7 +49,8 @@ type writeDevice struct {
 	w       collector.Writer    // nil when the driver cannot write
 	r       collector.TagReader // nil: old values come from the last reading
 	timeout time.Duration
-	tags    map[string]*writeTag
+	tags    map[string]*writeTag // the writable tags only
+	cfg     *config.Device       // to tell a tag that is not writable from one that does not exist
 }
 
 // tagKind is the kind of value a tag takes.
@@ -88,7 +89,7 @@ func newWriter(cfg *config.Config, devs []collector.Device, al *audit.Log, log *
 	for _, d := range devs {
 		drivers[d.Name] = d.Driver
 	}
-	for _, d := range cfg.Devices {
+	for i, d := range cfg.Devices {
 		drv := drivers[d.Name]
 		wd := &writeDevice{name: d.Name, timeout: defaultWriteTimeout, tags: map[string]*writeTag{}}
 		wd.w, _ = drv.(collector.Writer)
@@ -96,12 +97,20 @@ func newWriter(cfg *config.Config, devs []collector.Device, al *audit.Log, log *
 		if to, ok := drv.(collector.Timeouter); ok && to.Timeout() > 0 {
 			wd.timeout = to.Timeout()
 		}
+		wd.cfg = &cfg.Devices[i]
+		// Settings are kept for writable tags only: a gateway reads
+		// thousands of tags and writes a few.
 		for i := range d.Tags {
 			t := &d.Tags[i]
-			wd.tags[t.Name] = modbusWriteTag(t, writeLimit(t.Writable, t.RateLimit, t.Min, t.Max, t.Verify))
+			if t.Writable {
+				wd.tags[t.Name] = modbusWriteTag(t, writeLimit(t.Writable, t.RateLimit, t.Min, t.Max, t.Verify))
+			}
 		}
 		for i := range d.OPCUATags {
 			t := &d.OPCUATags[i]
+			if !t.Writable {
+				continue
+			}
 			wt := writeLimit(t.Writable, t.RateLimit, t.Min, t.Max, t.Verify)
 			wt.name, wt.kind, wt.lo, wt.hi, wt.maxLen = t.Name, kindAny, math.Inf(-1), math.Inf(1), uplink.MaxCommandBytes
 			wd.tags[t.Name] = wt
@@ -109,6 +118,24 @@ func newWriter(cfg *config.Config, devs []collector.Device, al *audit.Log, log *
 		w.devices[d.Name] = wd
 	}
 	return w
+}
+
+// hasTag reports whether the device's config has a tag of that name.
+func (d *writeDevice) hasTag(name string) bool {
+	if d.cfg == nil {
+		return false
+	}
+	for i := range d.cfg.Tags {
+		if d.cfg.Tags[i].Name == name {
+			return true
+		}
+	}
+	for i := range d.cfg.OPCUATags {
+		if d.cfg.OPCUATags[i].Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // writeLimit starts a writeTag with the settings every protocol shares.
@@ -235,11 +262,11 @@ func (w *writer) write(ctx context.Context, req uplink.WriteRequest, e *audit.En
 		return reject(uplink.RejectUnknownDevice, "no device %q on this gateway", req.Device)
 	}
 	t := d.tags[req.Tag]
-	if t == nil {
+	if t == nil && !d.hasTag(req.Tag) {
 		return reject(uplink.RejectUnknownTag, "device %s has no tag %q", d.name, req.Tag)
 	}
-	if !t.writable {
-		return reject(uplink.RejectNotWritable, "tag %s of %s is not writable (the config must say writable: true)", t.name, d.name)
+	if t == nil || !t.writable {
+		return reject(uplink.RejectNotWritable, "tag %s of %s is not writable (the config must say writable: true)", req.Tag, d.name)
 	}
 	v, r := t.check(req.Value)
 	if !r.OK() {

@@ -161,6 +161,7 @@ func plan(tags []tag, polls []time.Duration, lim limits) []group {
 	slices.SortStableFunc(groups, func(a, b group) int { return cmp.Compare(a.poll, b.poll) })
 	for gi := range groups {
 		g := &groups[gi]
+		g.tags = slices.Clone(g.tags) // exactly sized: kept for the driver's life
 		order := make([]int, len(g.tags))
 		for i := range order {
 			order[i] = i
