@@ -38,6 +38,7 @@ type params struct {
 	Broker     string        `json:"broker"`
 	Sync       string        `json:"sync"`
 	Window     int           `json:"window,omitempty"` // mqtt.window; 0: the gateway's default
+	Profile    bool          `json:"profile,omitempty"` // the tags in one device profile that every device names, instead of inline per device
 	Gateway    string        `json:"-"`
 	KeepDir    bool          `json:"-"`
 	CPUProfile string        `json:"-"` // FIELDGATE_CPUPROFILE for the gateway
@@ -85,6 +86,7 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&p.Broker, "broker", "embedded", "broker: embedded (mochi, in the harness) or mosquitto")
 	fs.StringVar(&p.Sync, "sync", "always", "the gateway's buffer.sync: always or interval")
 	fs.IntVar(&p.Window, "window", 0, "the gateway's mqtt.window, in-flight PUBLISHes (0: its default)")
+	fs.BoolVar(&p.Profile, "profile", false, "write the tags once, in a device profile every device names (as an integrator would for identical machines), instead of inline in every device")
 	fs.StringVar(&p.Gateway, "gateway", "", "fieldgate binary to run (default: go build ./cmd/fieldgate once)")
 	fs.BoolVar(&p.KeepDir, "keep", false, "keep the work directory (config, buffer, gateway log)")
 	fs.StringVar(&p.CPUProfile, "cpuprofile", "", "write the gateway's CPU profile to this file (run N > 1 appends .N)")

@@ -160,10 +160,29 @@ func writeConfig(path string, p params, bufPath, mqttAddr string, apiPort int, p
 	if p.Window > 0 {
 		fmt.Fprintf(&b, "  window: %d\n", p.Window)
 	}
-	b.WriteString("devices:\n")
 	tags := tagsOf(p)
+	if p.Profile {
+		var pf strings.Builder
+		pf.WriteString("description: fieldbench device\ntags:\n")
+		for _, t := range tags {
+			fmt.Fprintf(&pf, "  - { name: %s, table: holding, offset: %d, type: %s }\n", t.name, t.offset, t.typ)
+		}
+		dir := filepath.Join(filepath.Dir(path), "profiles")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "fieldbench.yaml"), []byte(pf.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	b.WriteString("devices:\n")
 	for i, port := range ports {
-		fmt.Fprintf(&b, "  - name: d%03d\n    modbus: { url: tcp://127.0.0.1:%d, unit: 1, timeout: 2s }\n    poll: %s\n    tags:\n", i, port, p.Poll)
+		fmt.Fprintf(&b, "  - name: d%03d\n    modbus: { url: tcp://127.0.0.1:%d, unit: 1, timeout: 2s }\n    poll: %s\n", i, port, p.Poll)
+		if p.Profile {
+			b.WriteString("    profile: fieldbench\n")
+			continue
+		}
+		b.WriteString("    tags:\n")
 		for _, t := range tags {
 			fmt.Fprintf(&b, "      - { name: %s, table: holding, offset: %d, type: %s }\n", t.name, t.offset, t.typ)
 		}

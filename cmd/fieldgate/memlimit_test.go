@@ -8,7 +8,8 @@ import (
 
 func TestLimitMemoryWhileStarting(t *testing.T) {
 	orig := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	origGC := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig); debug.SetGCPercent(origGC) })
 	for _, env := range []string{"GOMEMLIMIT", "GOGC"} {
 		if v, ok := os.LookupEnv(env); ok {
 			t.Setenv(env, v) // restored after the test
@@ -25,11 +26,15 @@ func TestLimitMemoryWhileStarting(t *testing.T) {
 	if got := debug.SetMemoryLimit(-1); got != orig {
 		t.Errorf("limit after start %d, want %d as before", got, orig)
 	}
+	if got := debug.SetGCPercent(origGC); got != steadyGCPercent {
+		t.Errorf("GC percent after start %d, want %d", got, steadyGCPercent)
+	}
 }
 
 func TestLimitMemoryLeavesSettingsAlone(t *testing.T) {
 	orig := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	origGC := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig); debug.SetGCPercent(origGC) })
 	for _, env := range []string{"GOMEMLIMIT", "GOGC"} {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, "100")
@@ -38,6 +43,9 @@ func TestLimitMemoryLeavesSettingsAlone(t *testing.T) {
 				t.Errorf("%s set: limit changed from %d to %d", env, orig, got)
 			}
 			settle()
+			if got := debug.SetGCPercent(100); got != 100 {
+				t.Errorf("%s set: GC percent changed to %d", env, got)
+			}
 		})
 	}
 }
