@@ -37,7 +37,7 @@ type params struct {
 	Outage     time.Duration `json:"outage_ns"`
 	Broker     string        `json:"broker"`
 	Sync       string        `json:"sync"`
-	Window     int           `json:"window,omitempty"` // mqtt.window; 0: the gateway's default
+	Window     int           `json:"window,omitempty"`  // mqtt.window; 0: the gateway's default
 	Profile    bool          `json:"profile,omitempty"` // the tags in one device profile that every device names, instead of inline per device
 	Gateway    string        `json:"-"`
 	KeepDir    bool          `json:"-"`
