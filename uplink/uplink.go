@@ -76,6 +76,11 @@ type Stats struct {
 	BacklogRecords int64
 	ReplayedTotal  uint64 // backlog records PUBACKed (sent with historical=true)
 	LiveTotal      uint64 // live records PUBACKed (committed during their connection)
+	// SlowAcks counts acknowledgements to the Source still running after
+	// 10 s. Their records keep their window slots until they return, so a
+	// stuck one stalls publishing; each is also logged (at most once a
+	// minute).
+	SlowAcks uint64
 }
 
 // Errors that end a connection; LastError shows their text.
@@ -89,6 +94,8 @@ const (
 	quiesce       = 250                    // ms paho may spend sending DISCONNECT
 	maxTopicCache = 4096                   // devices whose topic is remembered
 	sourceRetry   = 500 * time.Millisecond // first wait after a Source error
+	slowAck       = 10 * time.Second       // an acknowledgement to the Source this long is reported
+	slowAckLog    = time.Minute            // the least time between two warnings about them
 )
 
 // Uplink publishes the records of a Source to an MQTT broker and acknowledges
@@ -119,7 +126,10 @@ type Uplink struct {
 	histFlying   atomic.Int64 // backlog records in flight
 	replayed     atomic.Uint64
 	live         atomic.Uint64
-	mu           sync.Mutex // guards lastErr
+	slowAcks     atomic.Uint64
+	slowLogged   atomic.Int64  // when the last slow acknowledgement was logged, Unix ns
+	slowAfter    time.Duration // slowAck; tests shorten it before Run
+	mu           sync.Mutex    // guards lastErr
 	lastErr      string
 }
 
@@ -151,6 +161,7 @@ func New(cfg Config, src Source, enc Encoder, log *slog.Logger) (*Uplink, error)
 		topic:       topic.bind(c.Prefix, c.Gateway),
 		statusTopic: status.bind(c.Prefix, c.Gateway).expand(""),
 		bufs:        make(chan []byte, c.Window),
+		slowAfter:   slowAck,
 	}
 	if f, ok := enc.(Format); ok {
 		u.format = f
@@ -176,6 +187,7 @@ func (u *Uplink) Stats() Stats {
 		LastError:     last,
 		ReplayedTotal: u.replayed.Load(),
 		LiveTotal:     u.live.Load(),
+		SlowAcks:      u.slowAcks.Load(),
 	}
 	if st.Connected {
 		st.BacklogRecords = max(0, u.backlog.Load())
@@ -1038,10 +1050,15 @@ func isDone(t Token) bool {
 }
 
 // ackWorker acknowledges the runs the acker hands over, each joined with
-// those queued behind it, until runs is closed and empty.
+// those queued behind it, until runs is closed and empty. An
+// acknowledgement still running after slowAfter is reported (slowAcked).
 func (s *session) ackWorker() {
 	var logged bool
 	var seqs []uint64
+	var records atomic.Int64 // in the acknowledgement under way
+	slow := time.AfterFunc(time.Hour, func() { s.u.slowAcked(records.Load()) })
+	slow.Stop()
+	defer slow.Stop()
 	for r := range s.runs {
 		seqs = append(seqs[:0], r.seqs...)
 		hist := r.hist
@@ -1062,8 +1079,26 @@ func (s *session) ackWorker() {
 				break join
 			}
 		}
+		records.Store(n)
+		slow.Reset(s.u.slowAfter)
 		s.ack(seqs, hist, n, &logged)
+		slow.Stop()
 	}
+}
+
+// slowAcked counts an acknowledgement to the Source that has been running
+// for slowAfter, and logs it at most once per slowAckLog: its records keep
+// their window slots until it returns, so a stuck one stalls publishing
+// with nothing else to show for it.
+func (u *Uplink) slowAcked(records int64) {
+	total := u.slowAcks.Add(1)
+	now := time.Now().UnixNano()
+	last := u.slowLogged.Load()
+	if last != 0 && now-last < int64(slowAckLog) || !u.slowLogged.CompareAndSwap(last, now) {
+		return
+	}
+	u.log.Warn("acknowledgement to the buffer has not returned; its records keep their window slots until it does",
+		"records", records, "after", u.slowAfter, "slow_acks_total", total, "in_flight", u.inFlight.Load())
 }
 
 func (s *session) recycle(r *ackRun) {

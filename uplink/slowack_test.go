@@ -1,0 +1,90 @@
+package uplink
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fieldgate/fieldgate/internal/peers"
+	"github.com/fieldgate/fieldgate/uplink/jsonenc"
+)
+
+// heldAcks is a memSource whose AckSeqs waits until release is closed, as
+// a buffer whose disk has stopped answering would.
+type heldAcks struct {
+	*memSource
+	release chan struct{}
+}
+
+func (s *heldAcks) AckSeqs(seqs []uint64) error {
+	<-s.release
+	return s.memSource.AckSeqs(seqs)
+}
+
+// syncBuffer is a bytes.Buffer safe for a slog handler and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// TestUplinkReportsAStuckAcknowledgement: an acknowledgement to the Source
+// that does not return keeps its records' window slots; the uplink counts
+// it in Stats.SlowAcks and warns once, and carries on when it returns.
+func TestUplinkReportsAStuckAcknowledgement(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	src := &heldAcks{memSource: newMemSource(), release: make(chan struct{})}
+	released := false
+	defer func() {
+		if !released {
+			close(src.release)
+		}
+	}()
+	ackOnlyPubacked(src.memSource, rec)
+	fill(src.memSource, 3)
+	var logs syncBuffer
+	u, err := New(testConfig(b.url()), src, jsonenc.Encoder{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.slowAfter = 50 * time.Millisecond
+	stop := peers.Run(t, 15*time.Second, u.Run)
+
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if st := u.Stats(); st.SlowAcks == 0 || st.InFlight == 0 {
+			return fmt.Errorf("slow acks %d, in flight %d", st.SlowAcks, st.InFlight)
+		}
+		return nil
+	})
+	if n := strings.Count(logs.String(), "acknowledgement to the buffer has not returned"); n != 1 {
+		t.Errorf("%d slow acknowledgement warnings, want 1:\n%s", n, logs.String())
+	}
+
+	close(src.release)
+	released = true
+	allDelivered(t, rec, src.memSource, 3)
+	checkFor(t, wait, 10*time.Millisecond, func() error {
+		if st := u.Stats(); st.InFlight != 0 || st.Acked != 3 {
+			return fmt.Errorf("in flight %d, acked %d", st.InFlight, st.Acked)
+		}
+		return nil
+	})
+	stop()
+	src.check(t)
+}
