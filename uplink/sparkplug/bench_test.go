@@ -45,3 +45,18 @@ func BenchmarkPayload100Tags(b *testing.B) {
 		run(b, func(dst []byte) []byte { out, _ := f.Encode(dst, "gw1", r, false); return out })
 	})
 }
+
+// TestEncodeDoesNotAllocate: a DDATA payload of a known device is encoded
+// into a reused buffer without allocating.
+func TestEncodeDoesNotAllocate(t *testing.T) {
+	r := record100()
+	f, err := New(Config{Group: "g", Node: "gw1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, _ := f.Encode(nil, "gw1", r, false) // the first encode learns the device's aliases
+	allocs := testing.AllocsPerRun(100, func() { buf, _ = f.Encode(buf[:0], "gw1", r, false) })
+	if allocs != 0 {
+		t.Fatalf("Encode allocated %.1f times per call, want 0", allocs)
+	}
+}
