@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -298,7 +299,13 @@ func TestUplinkWindowBoundsInFlight(t *testing.T) {
 	if err == nil || u != nil {
 		t.Fatal("New accepted a nil encoder")
 	}
-	u, stop := runUplink(t, cfg, src)
+	// The backlog must still be replaying when the stall begins: without
+	// the gate, 200 records could all be PUBACKed before the test saw
+	// Connected (3 of 10 package runs on an idle machine), and the window
+	// never filled.
+	gated := &gatedBacklog{memSource: src, mark: 200, gate: make(chan struct{})}
+	u, stop := runUplink(t, cfg, gated)
+	t.Cleanup(gated.open) // before the uplink's stop, if the test ends early
 	checkFor(t, wait, 10*time.Millisecond, func() error {
 		if !u.Stats().Connected {
 			return errNotYet
@@ -306,6 +313,7 @@ func TestUplinkWindowBoundsInFlight(t *testing.T) {
 		return nil
 	})
 	p.Stall(true)
+	gated.open()
 	// The backlog leaves a quarter of the window to live records.
 	backlogMax := cfg.Window - cfg.Window/liveReserve
 	checkFor(t, wait, time.Millisecond, func() error {
@@ -588,4 +596,22 @@ func TestUplinkNoticesBlackHole(t *testing.T) {
 	p.Cut()
 	allDelivered(t, rec, src, 10)
 	src.check(t)
+}
+
+// gatedBacklog is a memSource whose backlog peeks after the first wait
+// until gate is closed: the replay sends at most one window before it.
+type gatedBacklog struct {
+	*memSource
+	mark uint64 // records <= mark are the backlog
+	gate chan struct{}
+	once sync.Once
+}
+
+func (s *gatedBacklog) open() { s.once.Do(func() { close(s.gate) }) }
+
+func (s *gatedBacklog) PeekInto(dst []telemetry.Record, after uint64, max int) ([]telemetry.Record, error) {
+	if after > 0 && after < s.mark {
+		<-s.gate
+	}
+	return s.memSource.PeekInto(dst, after, max)
 }
