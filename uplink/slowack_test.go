@@ -70,6 +70,10 @@ func TestUplinkReportsAStuckAcknowledgement(t *testing.T) {
 		if st := u.Stats(); st.SlowAcks == 0 || st.InFlight == 0 {
 			return fmt.Errorf("slow acks %d, in flight %d", st.SlowAcks, st.InFlight)
 		}
+		// The count is raised before the warning is written.
+		if !strings.Contains(logs.String(), "acknowledgement to the buffer has not returned") {
+			return fmt.Errorf("no warning yet")
+		}
 		return nil
 	})
 	if n := strings.Count(logs.String(), "acknowledgement to the buffer has not returned"); n != 1 {
