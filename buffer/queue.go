@@ -436,7 +436,22 @@ func (q *Queue) commit(p *pending) error {
 	if cap(q.partArena) < parts {
 		q.partArena = make([]byte, 0, parts)
 	}
-	extra := func() int64 { return q.pagesFor(p.vals[putFrom:]) }
+	extra := func() int64 {
+		if putFrom == len(p.vals) {
+			return 0 // nothing to store: the commit only deletes
+		}
+		return q.pagesFor(p.vals[putFrom:])
+	}
+	// A commit that only acknowledges may use the squeeze's reserve: it
+	// deletes, which is what makes room, and the pages its leaves leave
+	// behind are free again at the next refresh (write refreshes before it
+	// squeezes). Keeping the reserve for it made the first acknowledgements
+	// in a full file drop the oldest records, a few hundred at a time,
+	// just before the uplink would have sent them.
+	reserve := int64(reservePages)
+	if len(p.vals) == 0 {
+		reserve = 0
+	}
 	// shrink gives up the oldest new batches stored that hold about the
 	// pages missing (at least one batch), not one batch per try: a commit
 	// of more than the file holds (a long interval, a slow disk) would
@@ -452,7 +467,7 @@ func (q *Queue) commit(p *pending) error {
 		}
 		return true
 	}
-	err := q.write(extra, reservePages, shrink, func(tx *bolt.Tx) error {
+	err := q.write(extra, reserve, shrink, func(tx *bolt.Tx) error {
 		d = delta{commit: d.commit}
 		if q.commitHook != nil {
 			if err := q.commitHook(); err != nil {
