@@ -15,26 +15,33 @@ const clockTick = 100
 
 // cpuTime returns utime+stime of pid from /proc/<pid>/stat.
 func cpuTime(pid int) (time.Duration, error) {
+	u, k, err := cpuTimes(pid)
+	return u + k, err
+}
+
+// cpuTimes returns utime and stime (user and kernel) of pid from
+// /proc/<pid>/stat.
+func cpuTimes(pid int) (user, kernel time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// Fields after the command name, which is in parentheses and may hold spaces.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	// f[0] is field 3 (state); utime is field 14, stime field 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
+		return 0, 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
 	}
-	return time.Duration(ut+st) * time.Second / clockTick, nil
+	return time.Duration(ut) * time.Second / clockTick, time.Duration(st) * time.Second / clockTick, nil
 }
 
 // peakRSS returns VmHWM of pid in bytes.

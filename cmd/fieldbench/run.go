@@ -33,6 +33,7 @@ type result struct {
 	OfferedPerSec    float64 `json:"offered_readings_per_s"` // devices × tags / poll
 	CPUSecPerMillion float64 `json:"cpu_s_per_million_readings"`
 	CPUCores         float64 `json:"gateway_cpu_cores"`         // CPU-seconds per second
+	KernelShare      float64 `json:"gateway_kernel_share"`      // stime / (utime + stime) over the steady window
 	PeakRSSMiB       float64 `json:"peak_rss_mib"`              // VmHWM at the end of the steady window
 	RSSAnonMiB       float64 `json:"rss_anon_mib"`              // RssAnon then: heap, stacks
 	RSSFileMiB       float64 `json:"rss_file_mib"`              // RssFile then: the binary and the bbolt mmap
@@ -333,10 +334,11 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 	if err := sleep(p.Warmup); err != nil {
 		return r, err
 	}
-	cpu0, err := cpuTime(pid)
+	user0, kern0, err := cpuTimes(pid)
 	if err != nil {
 		return r, err
 	}
+	cpu0 := user0 + kern0
 	io0, _ := procIO(pid)
 	commits0, appended0, scrapeErr := scrapeBuffer(ctx, apiPort)
 	syncs := startSyscallCounter(pid, rdir)
@@ -345,11 +347,12 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 		syncs.stop()
 		return r, err
 	}
-	cpu1, err := cpuTime(pid)
+	user1, kern1, err := cpuTimes(pid)
 	if err != nil {
 		syncs.stop()
 		return r, err
 	}
+	cpu1 := user1 + kern1
 	io1, _ := procIO(pid)
 	t1 := time.Now()
 	fdatasyncs := syncs.stop()
@@ -471,6 +474,9 @@ func runOnce(ctx context.Context, p params, dir string, run int, stderr io.Write
 		r.CPUSecPerMillion = (cpu1 - cpu0).Seconds() / (float64(steady) / 1e6)
 	}
 	r.CPUCores = (cpu1 - cpu0).Seconds() / win
+	if cpu1 > cpu0 {
+		r.KernelShare = float64(kern1-kern0) / float64(cpu1-cpu0)
+	}
 	var steadyRecs int64
 	for _, a := range msgs {
 		if a.at >= t0.UnixNano() && a.at < t1.UnixNano() {
@@ -605,7 +611,7 @@ func printTable(w io.Writer, p params, r result, runs int) {
 	row := func(k, v string) { fmt.Fprintf(w, "  %-38s %s\n", k, v) }
 	f := func(x float64, prec int) string { return strconv.FormatFloat(x, 'f', prec, 64) }
 	row("readings/s delivered (offered)", fmt.Sprintf("%s (%s)", f(r.ReadingsPerSec, 0), f(r.OfferedPerSec, 0)))
-	row("gateway CPU-s per million readings", f(r.CPUSecPerMillion, 3)+fmt.Sprintf("  (%s cores)", f(r.CPUCores, 2)))
+	row("gateway CPU-s per million readings", f(r.CPUSecPerMillion, 3)+fmt.Sprintf("  (%s cores, %s %% in the kernel)", f(r.CPUCores, 2), f(100*r.KernelShare, 0)))
 	row("gateway peak RSS", f(r.PeakRSSMiB, 1)+" MiB")
 	row("gateway RSS at the end: anon / file", f(r.RSSAnonMiB, 1)+" / "+f(r.RSSFileMiB, 1)+" MiB")
 	row("gateway read / write syscalls per record", f(r.ReadCallsPerRec, 2)+" / "+f(r.WriteCallsPerRec, 2))
