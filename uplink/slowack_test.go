@@ -1,11 +1,9 @@
 package uplink
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,24 +23,6 @@ func (s *heldAcks) AckSeqs(seqs []uint64) error {
 	return s.memSource.AckSeqs(seqs)
 }
 
-// syncBuffer is a bytes.Buffer safe for a slog handler and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
-}
-
 // TestUplinkReportsAStuckAcknowledgement: an acknowledgement to the Source
 // that does not return keeps its records' window slots; the uplink counts
 // it in Stats.SlowAcks and warns once, and carries on when it returns.
@@ -58,7 +38,7 @@ func TestUplinkReportsAStuckAcknowledgement(t *testing.T) {
 	}()
 	ackOnlyPubacked(src.memSource, rec)
 	fill(src.memSource, 3)
-	var logs syncBuffer
+	var logs peers.SyncBuffer
 	u, err := New(testConfig(b.url()), src, jsonenc.Encoder{}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
