@@ -138,7 +138,7 @@ func (c *Collector) runDevice(ctx context.Context, d *device) error {
 		tags := d.Driver.Tags(i)
 		p.groups = append(p.groups, groupState{
 			period: period,
-			next:   alignedStart(now, period),
+			next:   alignedStart(now, period, d.PollOffset),
 			tags:   tags,
 			rbe:    newExceptions(tags),
 		})
@@ -217,10 +217,17 @@ func (c *Collector) runDevice(ctx context.Context, d *device) error {
 // commit and one wake-up for many devices instead of one per device, which
 // costs about a third less CPU at 100 devices; docs/benchmarks.md).
 //
+// offset moves the instants that far past the multiples (modulo period).
+//
 // The result keeps now's monotonic clock reading, so a step of the wall
 // clock later does not move the schedule.
-func alignedStart(now time.Time, period time.Duration) time.Time {
-	return now.Add(-now.Sub(now.Truncate(period)))
+func alignedStart(now time.Time, period, offset time.Duration) time.Time {
+	offset %= period
+	if offset < 0 {
+		offset += period
+	}
+	shifted := now.Add(-offset)
+	return now.Add(-shifted.Sub(shifted.Truncate(period)))
 }
 
 // stopErr turns the error that ended a device goroutine into Run's result:

@@ -269,6 +269,34 @@ func TestCollectorPollsOnTheClocksMultiples(t *testing.T) {
 	})
 }
 
+func TestCollectorPollOffsetMovesTheInstants(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const period, offset = 250 * time.Millisecond, 100 * time.Millisecond
+		time.Sleep(30 * time.Millisecond) // start between two ticks
+		f := newFake(period)
+		rec := &recorder{}
+		log, _ := newLogger()
+		c := New([]Device{{Name: "d", Driver: f, PollOffset: offset}}, rec.sink, log)
+		stop := run(t, c)
+		time.Sleep(time.Second + time.Millisecond)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		reads := f.readStarts[0]
+		f.mu.Unlock()
+		// At start (0.03 s), then 0.1, 0.35, 0.6, 0.85 s past the second.
+		if len(reads) != 5 {
+			t.Fatalf("%d reads, want 5", len(reads))
+		}
+		for _, r := range reads[1:] {
+			if r.UnixNano()%int64(period) != int64(offset) {
+				t.Errorf("read at %v: not %v past a multiple of %v", r.Format("15:04:05.000"), offset, period)
+			}
+		}
+	})
+}
+
 func TestCollectorBacksOffAndReportsBadWhileDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFake(5 * time.Second)

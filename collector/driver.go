@@ -71,6 +71,11 @@ type Device struct {
 	// DefaultBackoffMin and DefaultBackoffMax.
 	BackoffMin time.Duration
 	BackoffMax time.Duration
+	// PollOffset moves every poll instant this far past the clock's
+	// multiples of its interval (alignedStart), e.g. to keep a device off
+	// the instants another master polls it at. It is taken modulo each
+	// group's period.
+	PollOffset time.Duration
 }
 
 // Timeouter is implemented by drivers that know how long a Connect or a

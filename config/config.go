@@ -191,6 +191,9 @@ type Device struct {
 	// only.
 	TagsCSV string        `yaml:"tags_csv"`
 	Poll    time.Duration `yaml:"poll"`
+	// PollOffset moves the device's poll instants this far past the
+	// clock's multiples of each interval (0 ≤ offset < the shortest).
+	PollOffset time.Duration `yaml:"poll_offset"`
 	// Tags are a Modbus device's tags written under tags:. After Load they
 	// are all the device's tags: the profile's, then these, then those of
 	// TagsCSV. Empty for an OPC UA device.

@@ -220,3 +220,36 @@ func TestAliasSharedTagList(t *testing.T) {
 		t.Fatalf("got %d devices", len(c.Devices))
 	}
 }
+
+func TestPollOffset(t *testing.T) {
+	c := parseOK(t, `gateway: { id: g }
+mqtt: { url: tcp://b }
+devices:
+  - name: d1
+    modbus: { url: tcp://10.0.0.21 }
+    poll: 1s
+    poll_offset: 250ms
+    tags: [{ name: t, address: 40001, type: uint16 }]
+`)
+	if got := c.Devices[0].PollOffset; got != 250*time.Millisecond {
+		t.Errorf("poll_offset %v, want 250ms", got)
+	}
+	for _, bad := range []string{"-1s", "1s", "600ms"} {
+		_, err := Parse("plant.yaml", []byte(`gateway: { id: g }
+mqtt: { url: tcp://b }
+devices:
+  - name: d1
+    modbus: { url: tcp://10.0.0.21 }
+    poll: 1s
+    poll_offset: `+bad+`
+    tags:
+      - { name: t, address: 40001, type: uint16 }
+      - { name: fast, address: 40002, type: uint16, poll: 500ms }
+`))
+		ps := problems(err)
+		if len(ps) != 1 || ps[0].Path != "devices[0].poll_offset" || ps[0].Line != 7 ||
+			!strings.Contains(ps[0].Error(), "less than the device's shortest poll interval 500ms") {
+			t.Errorf("poll_offset %s: %v, want one error at devices[0].poll_offset, line 7, naming 500ms", bad, err)
+		}
+	}
+}

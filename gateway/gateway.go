@@ -80,7 +80,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 			closeDrivers(devs)
 			return nil, err
 		}
-		devs = append(devs, collector.Device{Name: d.Name, Driver: drv})
+		devs = append(devs, collector.Device{Name: d.Name, Driver: drv, PollOffset: d.PollOffset})
 	}
 
 	q, err := buffer.Open(cfg.Buffer.Path, bufferOptions(cfg.Buffer), log.With("component", "buffer"))
