@@ -71,24 +71,7 @@ func runGateway(t *testing.T, dir, yaml string) (*gateway.Gateway, *committed, f
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("gateway Run: %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Error("gateway did not stop within 20 s")
-			}
-		})
-	}
-	t.Cleanup(stop)
+	stop := peers.Run(t, 20*time.Second, g.Run)
 	return g, rec, stop
 }
 
