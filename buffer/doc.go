@@ -41,7 +41,9 @@
 //     commit ran, the writer first waits for more, four times as long as
 //     that commit took but at most 8 ms, or until 64 batches or 32
 //     acknowledgements are pending (queue.go, gatherMax): a little latency
-//     for fewer, larger commits.
+//     for fewer, larger commits. With Options.AckLinger, acknowledgements
+//     (AckSeqs) that find no appends pending wait up to that long for some
+//     to share their commit, or until 256 are pending.
 //   - Stored value bytes (Stats.Bytes) never exceed Options.MaxBytes. When an
 //     append would pass the bound, the oldest records are deleted in the same
 //     transaction, counted (DroppedRecords, DroppedPoints) and logged at most

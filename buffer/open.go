@@ -28,9 +28,9 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if opts.MaxBytes < 0 || opts.SyncInterval < 0 || opts.MaxAge < 0 {
-		return nil, fmt.Errorf("buffer %s: negative max bytes %d, sync interval %s or max age %s",
-			path, opts.MaxBytes, opts.SyncInterval, opts.MaxAge)
+	if opts.MaxBytes < 0 || opts.SyncInterval < 0 || opts.MaxAge < 0 || opts.AckLinger < 0 {
+		return nil, fmt.Errorf("buffer %s: negative max bytes %d, sync interval %s, max age %s or ack linger %s",
+			path, opts.MaxBytes, opts.SyncInterval, opts.MaxAge, opts.AckLinger)
 	}
 	if opts.MaxBytes == 0 {
 		opts.MaxBytes = DefaultMaxBytes
@@ -57,18 +57,19 @@ func Open(path string, opts Options, log *slog.Logger) (*Queue, error) {
 	}
 
 	q := &Queue{
-		db:       db,
-		log:      log,
-		path:     path,
-		maxBytes: opts.MaxBytes,
-		interval: opts.SyncInterval,
-		maxAge:   opts.MaxAge,
-		drops:    make(map[string]*Drops),
-		flush:    newFlush(),
-		notify:   make(chan struct{}),
-		kick:     make(chan struct{}, 1),
-		closing:  make(chan struct{}),
-		done:     make(chan struct{}),
+		db:        db,
+		log:       log,
+		path:      path,
+		maxBytes:  opts.MaxBytes,
+		interval:  opts.SyncInterval,
+		maxAge:    opts.MaxAge,
+		ackLinger: opts.AckLinger,
+		drops:     make(map[string]*Drops),
+		flush:     newFlush(),
+		notify:    make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	// bbolt grows the file in AllocSize steps (16 MiB by default); keep the
 	// step small next to the bound so the file tracks what it holds. fits

@@ -33,15 +33,21 @@ const maxPooledBuf = 1 << 20
 // 1 ms) waiting 1, 2 and 4 times the commit time made 4.0, 6.1 and 10.6
 // batches per commit (docs/benchmarks.md, "Group commit cost").
 // Acknowledgements end the wait sooner, at gatherAcks records: unlike
-// appends they come from a closed loop (the uplink's window frees slots only
-// when its acknowledgements are durable), so waiting for more of them
-// during a backlog replay would only slow it down.
+// appends they come from a closed loop (the uplink bounds the records it
+// has sent and not seen acknowledged to the buffer), so waiting for more of
+// them during a backlog replay would only slow it down.
 const (
 	gatherTimes   = 4
 	gatherMax     = 8 * time.Millisecond
 	gatherBatches = 64
 	gatherAcks    = 32
 )
+
+// lingerAcks ends an acknowledgement's linger (Options.AckLinger): with
+// this many pending they are committed without waiting for appends, so a
+// backlog replay, which acknowledges thousands of records a second, is not
+// held to one commit per linger.
+const lingerAcks = 256
 
 var (
 	recordsBucket = []byte("records")
@@ -72,6 +78,16 @@ type Options struct {
 	// between MaxAge and MaxAge + 2g after its commit, never earlier. The
 	// clock is the wall clock: a clock step shifts ages by the step.
 	MaxAge time.Duration
+	// AckLinger lets acknowledgements (AckSeqs, sync: always) that have no
+	// appends to share a commit with wait up to this long for some, or
+	// until lingerAcks records are pending, instead of taking a
+	// transaction and an fsync pair of their own. AckSeqs returns that
+	// much later; nothing is less durable (an acknowledgement lost in a
+	// crash only means its record is sent again). A gateway that polls
+	// every 50 ms and acknowledges each tick's records just after it
+	// commits them halves its commits with a linger of one poll interval.
+	// 0 commits acknowledgements as soon as the writer is free.
+	AckLinger time.Duration
 }
 
 // Stats is a snapshot of a Queue's counters. Counters (Appended, Acked,
@@ -116,12 +132,15 @@ type Queue struct {
 	pool sync.Pool // *[]byte encode buffers
 
 	mu      sync.Mutex
-	pend    pending       // batches waiting for the writer
-	flush   *flushResult  // completion of the batches in pend
-	st      Stats         // counters; see Stats
-	lastKey uint64        // newest stored key; valid when st.Records > 0
-	notify  chan struct{} // closed and replaced after each commit that adds records
-	closed  bool
+	pend    pending      // batches waiting for the writer
+	flush   *flushResult // completion of the batches in pend
+	st      Stats        // counters; see Stats
+	lastKey uint64       // newest stored key; valid when st.Records > 0
+	// ackHurry ends AckLinger's waits until appends are committed
+	// (CommitAcks).
+	ackHurry bool
+	notify   chan struct{} // closed and replaced after each commit that adds records
+	closed   bool
 
 	kick    chan struct{} // wakes the writer; capacity 1
 	closing chan struct{} // closed by Close
@@ -134,6 +153,7 @@ type Queue struct {
 
 	maxAge     time.Duration
 	indexEvery time.Duration
+	ackLinger  time.Duration
 	// commitHook, when set (by tests), runs inside every commit transaction
 	// before anything is written; an error aborts the transaction as a
 	// failed write would. It is the seam for injecting disk-full errors.
@@ -192,12 +212,15 @@ type pending struct {
 	bufs   []*[]byte // pooled buffers the values live in
 	bytes  int64
 	acks   []uint64 // sequence numbers to delete as acknowledged (AckSeqs)
+	// ackSince is when the first of acks was pended (for AckLinger).
+	ackSince time.Time
 }
 
 func (p *pending) reset() {
 	clear(p.vals)
 	clear(p.bufs)
 	p.vals, p.points, p.bufs, p.bytes, p.acks = p.vals[:0], p.points[:0], p.bufs[:0], 0, p.acks[:0]
+	p.ackSince = time.Time{}
 }
 
 // empty reports whether there is nothing to commit.
@@ -310,7 +333,7 @@ func (q *Queue) putBuf(bp *[]byte) {
 func (q *Queue) run() {
 	defer close(q.done)
 	var spare pending
-	var timer, gatherTimer *time.Timer
+	var timer, gatherTimer, lingerTimer *time.Timer
 	// took is how long the last commit took; busy says that work arrived
 	// while it ran (the gathering rule above).
 	var took time.Duration
@@ -339,10 +362,19 @@ func (q *Queue) run() {
 			}
 			q.gather(gatherTimer, min(gatherTimes*took, gatherMax))
 		}
+		if q.ackLinger > 0 && q.interval == 0 && !closing {
+			if lingerTimer == nil {
+				lingerTimer = time.NewTimer(time.Hour)
+			}
+			q.linger(lingerTimer)
+		}
 		q.mu.Lock()
 		p, f := q.pend, q.flush
 		if !p.empty() {
 			q.pend, q.flush = spare, newFlush()
+		}
+		if len(p.vals) > 0 {
+			q.ackHurry = false // CommitAcks holds until appends are committed
 		}
 		q.mu.Unlock()
 		if !p.empty() {
@@ -408,6 +440,38 @@ func (q *Queue) gather(t *time.Timer, d time.Duration) {
 			return
 		case <-q.closing:
 			return
+		}
+	}
+}
+
+// linger holds acknowledgements that have no appends to share a commit
+// with (Options.AckLinger): it returns once appends are pending, lingerAcks
+// acknowledgements are, AckLinger has passed since the first of them was
+// pended, or the Queue closes. The caller is the writer goroutine; t is
+// its own timer.
+func (q *Queue) linger(t *time.Timer) {
+	for {
+		q.mu.Lock()
+		n, acks, since, hurry := len(q.pend.vals), len(q.pend.acks), q.pend.ackSince, q.ackHurry
+		q.mu.Unlock()
+		if n > 0 || acks == 0 || acks >= lingerAcks || hurry {
+			return
+		}
+		wait := time.Until(since.Add(q.ackLinger))
+		if wait <= 0 {
+			return
+		}
+		t.Reset(wait)
+		select {
+		case <-q.kick:
+		case <-t.C:
+		case <-q.closing:
+		}
+		t.Stop()
+		select {
+		case <-q.closing:
+			return
+		default:
 		}
 	}
 }
@@ -791,8 +855,9 @@ func (q *Queue) Ack(upTo uint64) error {
 // AckSeqs deletes exactly the records with the given sequence numbers and
 // counts them as acknowledged. With SyncInterval 0 the deletes join the
 // writer's next group commit (one transaction and one fsync with the
-// appends pending then) and AckSeqs returns once that commit is durable;
-// with SyncInterval > 0 they are one transaction of their own. It is the out-of-order
+// appends pending then, or later ones: Options.AckLinger) and AckSeqs
+// returns once that commit is durable; with SyncInterval > 0 they are one
+// transaction of their own. It is the out-of-order
 // form of Ack, for an uplink that publishes live records ahead of a
 // backlog: a record is deleted only when its own sequence number is passed,
 // never because a later one was. Numbers that are not stored (acked or
@@ -801,6 +866,9 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 	q.mu.Lock()
 	nothing := len(seqs) == 0 || q.noneStoredUpTo(slices.Max(seqs))
 	if q.interval == 0 && !nothing && !q.closed {
+		if len(q.pend.acks) == 0 {
+			q.pend.ackSince = time.Now()
+		}
 		q.pend.acks = append(q.pend.acks, seqs...)
 		f := q.flush
 		q.mu.Unlock()
@@ -826,6 +894,24 @@ func (q *Queue) AckSeqs(seqs []uint64) error {
 			}
 		}
 	})
+}
+
+// CommitAcks ends AckLinger's wait: acknowledgements pending now, and
+// those that come before the next commit of appends, are committed as soon
+// as the writer is free, without waiting for appends. It is for a caller
+// whose work is held back by its own pending acknowledgements, or that is
+// stopping.
+func (q *Queue) CommitAcks() {
+	if q.ackLinger == 0 {
+		return
+	}
+	q.mu.Lock()
+	q.ackHurry = true
+	q.mu.Unlock()
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
 }
 
 // noneStoredUpTo reports whether no record with a sequence number at or

@@ -212,3 +212,20 @@ func Load(path string) (*Config, error) {
 	}
 	return Parse(path, data)
 }
+
+// ShortestPoll returns the shortest poll interval of the device and its
+// tags.
+func (d *Device) ShortestPoll() time.Duration {
+	shortest := d.Poll
+	for _, t := range d.Tags {
+		if t.Poll > 0 && t.Poll < shortest {
+			shortest = t.Poll
+		}
+	}
+	for _, t := range d.OPCUATags {
+		if t.Poll > 0 && t.Poll < shortest {
+			shortest = t.Poll
+		}
+	}
+	return shortest
+}

@@ -315,17 +315,7 @@ func (v *validator) device(p string, d *Device, names map[string]string) {
 		v.errorf(p+".poll", "must be at least %v, got %v", MinPoll, d.Poll)
 	}
 	if d.PollOffset != 0 {
-		shortest := d.Poll
-		for _, t := range d.Tags {
-			if t.Poll > 0 && t.Poll < shortest {
-				shortest = t.Poll
-			}
-		}
-		for _, t := range d.OPCUATags {
-			if t.Poll > 0 && t.Poll < shortest {
-				shortest = t.Poll
-			}
-		}
+		shortest := d.ShortestPoll()
 		if d.PollOffset < 0 || d.PollOffset >= shortest {
 			v.errorf(p+".poll_offset", "must be at least 0 and less than the device's shortest poll interval %v, got %v", shortest, d.PollOffset)
 		}

@@ -83,7 +83,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Gateway, error) {
 		devs = append(devs, collector.Device{Name: d.Name, Driver: drv, PollOffset: d.PollOffset})
 	}
 
-	q, err := buffer.Open(cfg.Buffer.Path, bufferOptions(cfg.Buffer), log.With("component", "buffer"))
+	q, err := buffer.Open(cfg.Buffer.Path, bufferOptions(cfg), log.With("component", "buffer"))
 	if err != nil {
 		closeDrivers(devs)
 		return nil, fmt.Errorf("open buffer: %w", err)
@@ -160,10 +160,23 @@ func closeDrivers(devs []collector.Device) {
 	}
 }
 
-func bufferOptions(b config.Buffer) buffer.Options {
+// maxAckLinger bounds how long the buffer holds acknowledgements back for
+// the next poll's appends (buffer.Options.AckLinger).
+const maxAckLinger = time.Second
+
+func bufferOptions(cfg *config.Config) buffer.Options {
+	b := cfg.Buffer
 	o := buffer.Options{MaxBytes: int64(b.MaxBytes), MaxAge: b.MaxAge}
 	if b.Sync == "interval" {
 		o.SyncInterval = time.Duration(b.SyncInterval)
+	}
+	// Acknowledgements wait at most one poll interval (of the fastest
+	// device) for the next poll's readings to share their commit.
+	for i := range cfg.Devices {
+		p := min(cfg.Devices[i].ShortestPoll(), maxAckLinger)
+		if o.AckLinger == 0 || p < o.AckLinger {
+			o.AckLinger = p
+		}
 	}
 	return o
 }

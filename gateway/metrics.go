@@ -110,11 +110,12 @@ func (g *Gateway) Metrics(m *api.Metrics) {
 	m.Family("fieldgate_uplink_acked_total", "Data messages the broker acknowledged.", api.Counter)(float64(u.Acked))
 	m.Family("fieldgate_uplink_reconnects_total", "Broker connections made after the first.", api.Counter)(float64(u.Reconnects))
 	m.Family("fieldgate_uplink_in_flight", "Data messages sent and not yet acknowledged.", api.Gauge)(float64(u.InFlight))
+	m.Family("fieldgate_uplink_settling", "Data messages the broker acknowledged whose deletion from the buffer is not yet durable.", api.Gauge)(float64(u.Settling))
 	m.Family("fieldgate_uplink_backlog_records", "Batches still to replay after an outage.", api.Gauge)(float64(u.BacklogRecords))
 	m.Family("fieldgate_uplink_replayed_total", "Backlog batches delivered (sent as historical).", api.Counter)(float64(u.ReplayedTotal))
 	m.Family("fieldgate_uplink_live_total", "Live batches delivered.", api.Counter)(float64(u.LiveTotal))
 	m.Family("fieldgate_uplink_encode_errors_total", "Batches the payload encoder refused.", api.Counter)(float64(u.EncodeErrors))
-	m.Family("fieldgate_uplink_slow_acks_total", "Acknowledgements to the buffer still running after 10 s (each keeps its window slots meanwhile).", api.Counter)(float64(u.SlowAcks))
+	m.Family("fieldgate_uplink_slow_acks_total", "Acknowledgements to the buffer still running after 10 s (publishing stops while 8 windows of messages wait for them).", api.Counter)(float64(u.SlowAcks))
 
 	writes := m.Family("fieldgate_writes_total", "Cloud-to-device write attempts by device and result code (ok, out_of_range, ...); device is empty for names that are not configured.", api.Counter)
 	g.wr.eachCount(func(dev, result string, n uint64) { writes(float64(n), "device", dev, "result", result) })

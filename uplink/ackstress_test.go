@@ -89,3 +89,42 @@ func TestUplinkEmptiesTheBuffer(t *testing.T) {
 			st.Records, st.Acked, st.Appended, appended, appended)
 	}
 }
+
+// TestUplinkHurriesLingeringAcknowledgements: over a buffer that holds
+// acknowledgements back for appends that never come (AckLinger of an
+// hour), a backlog far larger than the window's settling bound is still
+// delivered and deleted: the sender, held back by records waiting for
+// AckSeqs, asks the buffer to commit them (AckCommitter).
+func TestUplinkHurriesLingeringAcknowledgements(t *testing.T) {
+	rec := newRecorder()
+	b := startBroker(t, "127.0.0.1:0", rec)
+	q, err := buffer.Open(filepath.Join(t.TempDir(), "buffer.db"), buffer.Options{AckLinger: time.Hour}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = q.Close() })
+	const n = 200 // more than ackBound windows of 2 records, fewer than lingerAcks
+	ctx := context.Background()
+	for i := range n {
+		b := testBatch("dev-0", i)
+		if err := q.Append(ctx, &b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := testConfig(b.url())
+	cfg.Window = 2
+	u, stop := runUplink(t, cfg, q)
+	checkFor(t, wait, time.Millisecond, func() error {
+		if m := rec.missing(n); m > 0 {
+			return fmt.Errorf("%d of %d records not at the broker", m, n)
+		}
+		if d, _ := q.Depth(); d > 0 {
+			return fmt.Errorf("%d records still buffered, uplink settling %d", d, u.Stats().Settling)
+		}
+		return nil
+	})
+	stop()
+	if st := u.Stats(); st.MaxInFlight > cfg.Window || st.Acked != n {
+		t.Errorf("max in flight %d (window %d), acked %d of %d", st.MaxInFlight, cfg.Window, st.Acked, n)
+	}
+}

@@ -50,8 +50,12 @@ type Config struct {
 	// PUBLISH to the socket) before the connection is considered dead and
 	// is replaced; default 10s.
 	PublishTimeout time.Duration
-	// Window is the most PUBLISHes sent and not yet acknowledged; default 100.
-	// It bounds the duplicates a broker can see after a reconnect.
+	// Window is the most PUBLISHes sent and not yet acknowledged by the
+	// broker; default 100. It bounds the duplicates a broker can see after a
+	// reconnect. Records the broker has acknowledged stay in the Source
+	// until their deletion is durable; at most 8 windows of them are
+	// waiting for that at a time, and after a crash those are sent again
+	// too.
 	Window int
 	// QoS of data and status messages. Only 1 (at-least-once) is supported,
 	// and the zero value means 1: the buffer deletes a record only when the

@@ -24,8 +24,8 @@ func (s *heldAcks) AckSeqs(seqs []uint64) error {
 }
 
 // TestUplinkReportsAStuckAcknowledgement: an acknowledgement to the Source
-// that does not return keeps its records' window slots; the uplink counts
-// it in Stats.SlowAcks and warns once, and carries on when it returns.
+// that does not return keeps its records settling; the uplink counts it in
+// Stats.SlowAcks and warns once, and carries on when it returns.
 func TestUplinkReportsAStuckAcknowledgement(t *testing.T) {
 	rec := newRecorder()
 	b := startBroker(t, "127.0.0.1:0", rec)
@@ -47,8 +47,8 @@ func TestUplinkReportsAStuckAcknowledgement(t *testing.T) {
 	stop := peers.Run(t, 15*time.Second, u.Run)
 
 	checkFor(t, wait, 10*time.Millisecond, func() error {
-		if st := u.Stats(); st.SlowAcks == 0 || st.InFlight == 0 {
-			return fmt.Errorf("slow acks %d, in flight %d", st.SlowAcks, st.InFlight)
+		if st := u.Stats(); st.SlowAcks == 0 || st.Settling == 0 {
+			return fmt.Errorf("slow acks %d, settling %d", st.SlowAcks, st.Settling)
 		}
 		// The count is raised before the warning is written.
 		if !strings.Contains(logs.String(), "acknowledgement to the buffer has not returned") {
@@ -64,8 +64,8 @@ func TestUplinkReportsAStuckAcknowledgement(t *testing.T) {
 	released = true
 	allDelivered(t, rec, src.memSource, 3)
 	checkFor(t, wait, 10*time.Millisecond, func() error {
-		if st := u.Stats(); st.InFlight != 0 || st.Acked != 3 {
-			return fmt.Errorf("in flight %d, acked %d", st.InFlight, st.Acked)
+		if st := u.Stats(); st.InFlight != 0 || st.Settling != 0 || st.Acked != 3 {
+			return fmt.Errorf("in flight %d, settling %d, acked %d", st.InFlight, st.Settling, st.Acked)
 		}
 		return nil
 	})

@@ -46,6 +46,16 @@ type Source interface {
 	Depth() (records int64, lastSeq uint64)
 }
 
+// AckCommitter is implemented by a Source whose AckSeqs may wait for more
+// work to share a commit with (the buffer's Options.AckLinger). The uplink
+// calls CommitAcks when it is held back by records waiting for AckSeqs, and
+// when a connection ends, so that those waits end now. CommitAcks must
+// also cover AckSeqs calls made soon after it (the buffer's covers those
+// until its next commit of appends).
+type AckCommitter interface {
+	CommitAcks()
+}
+
 // Encoder turns a record into a message payload. Encode appends to dst and
 // returns the extended slice. historical is true for a record replayed from
 // the backlog: one committed before the current broker connection was
@@ -64,9 +74,13 @@ type Stats struct {
 	Acked        uint64 // data PUBLISHes whose PUBACK arrived (records acked to the Source)
 	Reconnects   uint64 // successful connections after the first
 	EncodeErrors uint64 // records the encoder refused (acked without sending)
-	InFlight     int    // data PUBLISHes sent and not yet acknowledged
+	InFlight     int    // data PUBLISHes sent and not yet acknowledged by the broker
 	MaxInFlight  int    // the highest InFlight since New; never above Config.Window
-	LastError    string // the last connection or source error, "" if none yet
+	// Settling counts records the broker has acknowledged whose deletion
+	// from the Source has not returned yet (at most 8 × Config.Window,
+	// less InFlight).
+	Settling  int
+	LastError string // the last connection or source error, "" if none yet
 
 	// BacklogRecords is the backlog still to replay: while connected, the
 	// records committed before this connection was established that have
@@ -77,9 +91,8 @@ type Stats struct {
 	ReplayedTotal  uint64 // backlog records PUBACKed (sent with historical=true)
 	LiveTotal      uint64 // live records PUBACKed (committed during their connection)
 	// SlowAcks counts acknowledgements to the Source still running after
-	// 10 s. Their records keep their window slots until they return, so a
-	// stuck one stalls publishing; each is also logged (at most once a
-	// minute).
+	// 10 s. Their records count as Settling until they return, so a stuck
+	// one stalls publishing; each is also logged (at most once a minute).
 	SlowAcks uint64
 }
 
@@ -121,6 +134,7 @@ type Uplink struct {
 	reconnects   atomic.Uint64
 	encodeErrors atomic.Uint64
 	inFlight     atomic.Int64
+	acking       atomic.Int64 // PUBACKed, their acknowledgement to the Source not returned
 	maxInFlight  atomic.Int64 // highest InFlight seen
 	backlog      atomic.Int64 // Stats.BacklogRecords while connected
 	histFlying   atomic.Int64 // backlog records in flight
@@ -184,6 +198,7 @@ func (u *Uplink) Stats() Stats {
 		EncodeErrors:  u.encodeErrors.Load(),
 		InFlight:      int(u.inFlight.Load()),
 		MaxInFlight:   int(u.maxInFlight.Load()),
+		Settling:      int(u.acking.Load()),
 		LastError:     last,
 		ReplayedTotal: u.replayed.Load(),
 		LiveTotal:     u.live.Load(),
@@ -290,9 +305,9 @@ type flight struct {
 
 // session is one broker connection. The Run goroutine is the sender; a
 // watcher goroutine tells it when the Source has new records; one acker
-// goroutine waits for PUBACKs in send order and hands each run of them to
-// two ack workers, which acknowledge it to the Source and free its window
-// slots (while one waits for its commit, the other's run joins the next).
+// goroutine waits for PUBACKs in send order, frees their window slots and
+// hands each run of them to two ack workers, which acknowledge it to the
+// Source (while one waits for its commit, the other's run joins the next).
 // fail may be called from any goroutine, including paho's.
 type session struct {
 	u      *Uplink
@@ -311,7 +326,7 @@ type session struct {
 	certAsked atomic.Bool
 
 	fifo  chan flight   // sent, in order; closed by the sender when it stops
-	freed chan struct{} // an ack worker freed window slots
+	freed chan struct{} // the acker freed window slots, or an ack worker acknowledged
 	abort chan struct{} // closed by the sender when the drain deadline passes
 	done  chan struct{} // closed when the acker and its workers have exited
 	prog  atomic.Bool   // at least one PUBACK was acknowledged
@@ -337,6 +352,13 @@ type ackRun struct {
 	seqs []uint64
 	hist int64
 }
+
+// ackBound, times Window, bounds the records PUBACKed whose acknowledgement
+// to the Source has not returned. A record's window slot is freed at its
+// PUBACK, not when the Source has made its deletion durable: a Source may
+// hold acknowledgements back to share a commit with the next appends (the
+// buffer's AckLinger), and the window would otherwise wait for that.
+const ackBound = 8
 
 // ackWorkers acknowledge runs to the Source concurrently. With the
 // buffer's group commit an AckSeqs returns when the commit holding it is
@@ -515,8 +537,8 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 		freed: make(chan struct{}, 1),
 		abort: make(chan struct{}),
 		done:  make(chan struct{}),
-		runs:  make(chan *ackRun, u.cfg.Window),
-		spare: make(chan *ackRun, u.cfg.Window),
+		runs:  make(chan *ackRun, (ackBound+1)*u.cfg.Window),
+		spare: make(chan *ackRun, (ackBound+1)*u.cfg.Window),
 		rate:  newTokenBucket(u.cfg.ReplayRate),
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
@@ -559,6 +581,7 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 	if ctx.Err() != nil && !s.failed() {
 		u.shutdown(s, online)
 	} else {
+		s.hurry()
 		<-s.done // fail has closed dead, so the acker returns promptly
 		// The conn is closed already. This stops paho's goroutines; they
 		// finish in the background, and the next session uses a new client.
@@ -566,6 +589,7 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 	}
 	u.connected.Store(false)
 	u.inFlight.Store(0)
+	u.acking.Store(0)
 	u.histFlying.Store(0)
 	res.progressed = s.prog.Load()
 	res.uptime = time.Since(start)
@@ -719,6 +743,7 @@ func remoteAlert(err error) (tls.AlertError, bool) {
 // drainTimeout for it and for outstanding PUBACKs, then DISCONNECT (which
 // tells the broker not to send the will).
 func (u *Uplink) shutdown(s *session, online Token) {
+	s.hurry()
 	deadline := time.NewTimer(drainTimeout)
 	defer deadline.Stop()
 	offline := u.format.Offline(sessionPublisher{s.client})
@@ -851,7 +876,12 @@ func (s *session) watch(ctx context.Context, arrived chan<- struct{}) {
 func (s *session) sendSome() (sent int, next time.Duration, err error) {
 	u := s.u
 	window := int64(u.cfg.Window)
-	free := int(window - u.inFlight.Load())
+	flying := u.inFlight.Load()
+	settled := ackBound*window - flying - u.acking.Load()
+	if settled <= 0 && flying < window {
+		s.hurry()
+	}
+	free := int(min(window-flying, settled))
 	if free <= 0 {
 		return 0, 0, nil
 	}
@@ -878,7 +908,8 @@ func (s *session) sendSome() (sent int, next time.Duration, err error) {
 		return sent, 0, nil
 	}
 	// The backlog leaves Window/liveReserve slots to live records.
-	free = int(window - window/liveReserve - u.inFlight.Load())
+	flying = u.inFlight.Load()
+	free = int(min(window-window/liveReserve-flying, ackBound*window-flying-u.acking.Load()))
 	if free <= 0 {
 		return sent, 0, nil
 	}
@@ -910,6 +941,14 @@ func (s *session) sendSome() (sent int, next time.Duration, err error) {
 		u.log.Info("backlog replayed", "up_to_seq", s.mark, "replayed_total", u.replayed.Load())
 	}
 	return sent, 0, nil
+}
+
+// hurry asks the Source to commit the acknowledgements it holds back, if
+// it does that: the sender waits for them.
+func (s *session) hurry() {
+	if c, ok := s.u.src.(AckCommitter); ok {
+		c.CommitAcks()
+	}
 }
 
 // histInFlight counts the backlog records sent and not yet acknowledged.
@@ -968,8 +1007,17 @@ func (s *session) ackLoop() {
 	var run *ackRun
 	flush := func() {
 		if run != nil {
-			s.runs <- run // never blocks: one run holds at least one slot
+			// Never blocks: a run holds at least one record, and the
+			// sender keeps in flight and acking within cap(runs).
+			n := int64(len(run.seqs))
+			u.acking.Add(n)
+			u.inFlight.Add(-n)
+			s.runs <- run
 			run = nil
+			select {
+			case s.freed <- struct{}{}:
+			default:
+			}
 		}
 	}
 	add := func(f flight) {
@@ -1079,6 +1127,9 @@ func (s *session) ackWorker() {
 				break join
 			}
 		}
+		if s.ctx.Err() != nil {
+			s.hurry() // the connection is ending: do not wait for appends
+		}
 		records.Store(n)
 		slow.Reset(s.u.slowAfter)
 		s.ack(seqs, hist, n, &logged)
@@ -1087,9 +1138,9 @@ func (s *session) ackWorker() {
 }
 
 // slowAcked counts an acknowledgement to the Source that has been running
-// for slowAfter, and logs it at most once per slowAckLog: its records keep
-// their window slots until it returns, so a stuck one stalls publishing
-// with nothing else to show for it.
+// for slowAfter, and logs it at most once per slowAckLog: its records
+// count as settling until it returns, and once 8 windows of records are,
+// publishing stops, with nothing else to show for it.
 func (u *Uplink) slowAcked(records int64) {
 	total := u.slowAcks.Add(1)
 	now := time.Now().UnixNano()
@@ -1097,8 +1148,8 @@ func (u *Uplink) slowAcked(records int64) {
 	if last != 0 && now-last < int64(slowAckLog) || !u.slowLogged.CompareAndSwap(last, now) {
 		return
 	}
-	u.log.Warn("acknowledgement to the buffer has not returned; its records keep their window slots until it does",
-		"records", records, "after", u.slowAfter, "slow_acks_total", total, "in_flight", u.inFlight.Load())
+	u.log.Warn("acknowledgement to the buffer has not returned; publishing stops while 8 windows of records wait for one",
+		"records", records, "after", u.slowAfter, "slow_acks_total", total, "settling", u.acking.Load(), "in_flight", u.inFlight.Load())
 }
 
 func (s *session) recycle(r *ackRun) {
@@ -1110,8 +1161,8 @@ func (s *session) recycle(r *ackRun) {
 }
 
 // ack acknowledges n records (all PUBACKed, or refused by the encoder),
-// hist of them backlog records, to the Source and frees their window
-// slots. seqs is sorted in place.
+// hist of them backlog records, to the Source and counts them. seqs is
+// sorted in place.
 func (s *session) ack(seqs []uint64, hist, n int64, logged *bool) {
 	if n == 0 {
 		return
@@ -1134,7 +1185,7 @@ func (s *session) ack(seqs []uint64, hist, n int64, logged *bool) {
 	u.live.Add(uint64(n - hist))
 	u.backlog.Add(-hist)
 	u.histFlying.Add(-hist)
-	u.inFlight.Add(-n)
+	u.acking.Add(-n)
 	select {
 	case s.freed <- struct{}{}:
 	default:
