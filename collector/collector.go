@@ -122,6 +122,32 @@ type poller struct {
 	backoff time.Duration     // the next reconnect wait, before jitter
 	retryAt time.Time         // when down: the next connect attempt
 	batch   telemetry.Batch
+	rctx    boundCtx // the context of reads by a DeadlineBound driver
+}
+
+// boundCtx is a context whose deadline is only reported (Deadline, Err),
+// never acted on: Done is its parent's. The collector reuses one per
+// device for the reads of a DeadlineBound driver.
+type boundCtx struct {
+	context.Context
+	dl time.Time
+}
+
+func (c *boundCtx) Deadline() (time.Time, bool) {
+	if dl, ok := c.Context.Deadline(); ok && dl.Before(c.dl) {
+		return dl, true
+	}
+	return c.dl, true
+}
+
+func (c *boundCtx) Err() error {
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // runDevice is one device's goroutine. All scheduling happens here: a
@@ -263,9 +289,17 @@ func (p *poller) connect(ctx context.Context) (sent bool, err error) {
 func (p *poller) read(ctx context.Context, i int) (sent bool, err error) {
 	g := &p.groups[i]
 	start := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, p.d.timeout)
-	pts, rerr := p.d.Driver.Read(rctx, i, p.batch.Points[:0])
-	cancel()
+	var pts []telemetry.Point
+	var rerr error
+	if _, ok := p.d.Driver.(DeadlineBound); ok {
+		p.rctx = boundCtx{Context: ctx, dl: start.Add(p.d.timeout)}
+		pts, rerr = p.d.Driver.Read(&p.rctx, i, p.batch.Points[:0])
+		p.rctx.Context = nil
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, p.d.timeout)
+		pts, rerr = p.d.Driver.Read(rctx, i, p.batch.Points[:0])
+		cancel()
+	}
 	end := time.Now()
 	p.batch.Points = pts
 	if ctx.Err() != nil {

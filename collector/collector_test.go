@@ -498,3 +498,72 @@ func TestCollectorStatusIsSafeDuringRun(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// boundFake is a fakeDriver that is DeadlineBound: a hanging Read waits
+// for its context's deadline itself, as the Modbus driver does.
+type boundFake struct {
+	*fakeDriver
+	sawDone bool // Done was closed at the first read's deadline (it must not be)
+	reads   int
+}
+
+func (*boundFake) DeadlineBound() {}
+
+func (b *boundFake) Read(ctx context.Context, group int, dst []telemetry.Point) ([]telemetry.Point, error) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return dst, errors.New("no deadline")
+	}
+	if err := ctx.Err(); err != nil {
+		return dst, err
+	}
+	b.fakeDriver.mu.Lock()
+	b.fakeDriver.readStarts[group] = append(b.fakeDriver.readStarts[group], time.Now())
+	b.fakeDriver.mu.Unlock()
+	time.Sleep(time.Until(dl))
+	b.reads++
+	if b.reads == 1 {
+		select {
+		case <-ctx.Done():
+			b.sawDone = true
+		default:
+		}
+	}
+	return dst, ctx.Err()
+}
+
+// TestCollectorDeadlineBoundDriverTimesOut: a DeadlineBound driver gets a
+// context with the device's timeout as deadline, whose Err reports the
+// deadline once passed though its Done does not close; a read that ends
+// by it makes the tags Bad|timeout, as with any driver.
+func TestCollectorDeadlineBoundDriverTimesOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := &boundFake{fakeDriver: newFake(time.Second)}
+		f.timeout = 300 * time.Millisecond
+		rec := &recorder{}
+		log, _ := newLogger()
+		c := New([]Device{{Name: "silent", Driver: f}}, rec.sink, log)
+		stop := run(t, c)
+		time.Sleep(2 * time.Second)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		start := f.readStarts[0][0]
+		f.mu.Unlock()
+		if f.reads == 0 || f.sawDone {
+			t.Error("the read context's Done closed at the deadline")
+		}
+		b := rec.get()
+		if len(b) == 0 {
+			t.Fatal("no batch")
+		}
+		p := b[0].Points[0]
+		if p.Quality != telemetry.Bad|telemetry.ReasonTimeout {
+			t.Errorf("quality %v, want bad:timeout", p.Quality)
+		}
+		if d := p.Time.Sub(start); d != 300*time.Millisecond {
+			t.Errorf("Bad point %v after the read started, want the 300ms timeout", d)
+		}
+	})
+}

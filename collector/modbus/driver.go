@@ -211,6 +211,11 @@ func (d *Driver) Tags(group int) []collector.TagInfo { return d.infos[group] }
 // for a reconnect; on a shared link also, per request, one turn of every
 // other device built so far on that link (timeout plus pause), since each
 // request may have to wait for one.
+// DeadlineBound says that Read ends by its context's deadline on its own
+// (collector.DeadlineBound): the wait for the link's turn, the pauses and
+// every request are bounded by ctx.Deadline().
+func (*Driver) DeadlineBound() {}
+
 func (d *Driver) Timeout() time.Duration {
 	n := time.Duration(d.maxReqs)
 	others := time.Duration(d.link.budget.Load()) - d.timeout - d.pause

@@ -140,13 +140,27 @@ func (l *link) unuse() error {
 	return err
 }
 
-// lock waits for the link's turn.
+// lock waits for the link's turn, at most until ctx's deadline (the
+// driver is collector.DeadlineBound).
 func (l *link) lock(ctx context.Context) error {
+	select {
+	case l.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	var expired <-chan time.Time
+	if dl, ok := ctx.Deadline(); ok {
+		t := time.NewTimer(time.Until(dl))
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case l.sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for %s: %w", l.ep.Link(), ctx.Err())
+	case <-expired:
+		return fmt.Errorf("waiting for %s: %w", l.ep.Link(), context.DeadlineExceeded)
 	}
 }
 
@@ -263,13 +277,19 @@ func (l *link) transactLocked(ctx context.Context, pk mb.Packager, fc byte, data
 	return a, badResponse("function %d in the answer to function %d", pdu.FunctionCode, fc)
 }
 
-// sleep waits for d or until ctx is done.
+// sleep waits for d or until ctx is done. If ctx's deadline comes first,
+// it waits until then and returns context.DeadlineExceeded (the driver is
+// collector.DeadlineBound).
 func sleep(ctx context.Context, d time.Duration) error {
+	var err error
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		d, err = max(time.Until(dl), 0), context.DeadlineExceeded
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return nil
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -1,6 +1,8 @@
 package modbus
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -39,5 +41,43 @@ func TestRTUFrameLen(t *testing.T) {
 		if got := rtuFrameLen(c.head); got != c.want {
 			t.Errorf("% x: %d, want %d", c.head, got, c.want)
 		}
+	}
+}
+
+// deadlineOnly is a context whose deadline only Deadline reports: its Done
+// never closes, as the collector's context for a DeadlineBound driver.
+type deadlineOnly struct {
+	context.Context
+	dl time.Time
+}
+
+func (c deadlineOnly) Deadline() (time.Time, bool) { return c.dl, true }
+
+// TestLinkWaitsEndAtTheDeadline: the wait for the link's turn and the
+// pauses end at the context's deadline even when its Done never closes
+// (the driver is collector.DeadlineBound).
+func TestLinkWaitsEndAtTheDeadline(t *testing.T) {
+	l := newLink(Endpoint{Transport: TCP, Addr: "127.0.0.1:1"}, nil)
+	if err := l.lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer l.unlock()
+	ctx := deadlineOnly{context.Background(), time.Now().Add(50 * time.Millisecond)}
+	done := make(chan error, 2)
+	go func() { done <- l.lock(ctx) }()
+	go func() { done <- sleep(ctx, time.Hour) }()
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("got %v, want context.DeadlineExceeded", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a wait did not end at the deadline")
+		}
+	}
+	// A sleep that ends before the deadline is a plain sleep.
+	if err := sleep(deadlineOnly{context.Background(), time.Now().Add(time.Hour)}, time.Millisecond); err != nil {
+		t.Errorf("short sleep: %v", err)
 	}
 }
