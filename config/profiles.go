@@ -171,7 +171,15 @@ func (x *extras) expand(c *Config, src *source) {
 			if pr := x.profile(src, p+".profile", d.Profile); pr != nil {
 				ex.profile = pr
 				ex.failed = len(pr.Tags) == 0 // the profile's own problem
-				tags = append(tags, pr.Tags...)
+				if len(d.Tags) == 0 && d.TagsCSV == "" {
+					// The profile's tags alone: devices of one profile
+					// share them (nothing changes a device's tags after
+					// loading; the full slice expression makes an append
+					// copy).
+					tags = pr.Tags[:len(pr.Tags):len(pr.Tags)]
+				} else {
+					tags = append(tags, pr.Tags...)
+				}
 				for k := range pr.Tags {
 					ex.origins = append(ex.origins, origin{pr.src, fmt.Sprintf("tags[%d]", k), "profile " + pr.name})
 				}

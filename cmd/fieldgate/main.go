@@ -242,13 +242,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 const startupMemoryLimit = 40 << 20
 
 // steadyGCPercent is the GC target (GOGC) of `fieldgate run` once the
-// gateway is built, when neither GOMEMLIMIT nor GOGC is set. The steady
-// heap is small (about 12 MiB of live data at 12 000 tags) and most of what
-// the gateway allocates dies at once, so collecting at +50 % instead of
-// +100 % costs little CPU and keeps the heap's peak low: at the issue-8
-// workload peak RSS 46.5 -> 39.4 MiB with gateway CPU unchanged within the
-// noise (docs/benchmarks.md, "Aligned polls").
-const steadyGCPercent = 50
+// gateway is built, when neither GOMEMLIMIT nor GOGC is set: Go's default,
+// set again after the start-up limit is lifted. It was 50 while every
+// device kept its own copy of its compiled tags (12 MiB of live data at
+// 12 000 tags); with devices of one profile sharing them the live heap is
+// about 6 MiB, and 100 costs 9 % less CPU than 50 at the issue-8 workload
+// for 4 MiB more RSS (33.9 against 29.6 MiB peak; docs/benchmarks.md,
+// "Acknowledgements join the next poll's commit").
+const steadyGCPercent = 100
 
 // settleMemory is called by `fieldgate run` once the gateway is built;
 // main sets it for the process (run called from tests changes no runtime

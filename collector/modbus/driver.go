@@ -2,7 +2,9 @@ package modbus
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,7 +98,6 @@ func New(device string, cfg Config, log *slog.Logger, opts ...Option) (*Driver, 
 		pause:   max(cfg.Pause, 0),
 		multi:   o.multi,
 		log:     log,
-		byName:  map[string]int{},
 	}
 	if d.timeout <= 0 {
 		d.timeout = DefaultTimeout
@@ -125,6 +126,77 @@ func New(device string, cfg Config, log *slog.Logger, opts ...Option) (*Driver, 
 	if cfg.MaxBits > 0 && cfg.MaxBits < MaxBitsPerRequest {
 		lim.maxBits = int(cfg.MaxBits)
 	}
+	var c *compiled
+	key, shared := compiledKey{}, false
+	if o.links != nil {
+		key, shared = keyOf(cfg, lim)
+	}
+	if shared {
+		c = o.links.compiled(key, cfg.Tags)
+	}
+	if c == nil {
+		if c, err = compile(cfg, lim); err != nil {
+			return nil, err
+		}
+		if shared {
+			o.links.keep(key, c)
+		}
+	}
+	if o.links != nil {
+		if d.link, err = o.links.get(ep); err != nil {
+			return nil, err
+		}
+	} else {
+		d.link = newLink(ep, log)
+	}
+	d.link.budget.Add(int64(d.timeout + d.pause))
+	d.groups, d.polls, d.infos, d.byName, d.tags, d.maxReqs = c.groups, c.polls, c.infos, c.byName, c.tags, c.maxReqs
+	d.plan = Plan{Device: device, Groups: c.plan}
+	d.state = make([][]reqState, len(d.groups))
+	d.last = make([][]string, len(d.groups))
+	for i := range d.groups {
+		d.state[i] = make([]reqState, len(d.groups[i].reqs))
+		d.last[i] = make([]string, len(d.groups[i].tags))
+	}
+	return d, nil
+}
+
+// compiled is what New makes of a device's tags: the poll groups, their
+// requests and tags' decoding settings. It never changes after compile, so
+// devices whose tags are the same (one device profile) share it through
+// their Links: 100 devices of a 120-tag profile keep one copy instead of
+// 100 (about 4 MiB).
+type compiled struct {
+	src     []Tag // the configured tags compiled (a copy)
+	groups  []group
+	polls   []time.Duration
+	infos   [][]collector.TagInfo // per group, in Read's order
+	byName  map[string]int        // tag name -> index into tags
+	tags    []*tag                // every tag once, for Write
+	plan    []PlanGroup
+	maxReqs int // most requests in one group
+}
+
+// compiledKey identifies the input of compile: the configured tags (by a
+// hash of their JSON form), the device's poll interval and request limits.
+type compiledKey struct {
+	tags [sha256.Size]byte
+	poll time.Duration
+	lim  limits
+}
+
+// keyOf returns cfg's compiledKey; false if it has none (tags that JSON
+// cannot hold, such as a NaN scale, are compiled for each device).
+func keyOf(cfg Config, lim limits) (compiledKey, bool) {
+	b, err := json.Marshal(cfg.Tags)
+	if err != nil {
+		return compiledKey{}, false
+	}
+	return compiledKey{sha256.Sum256(b), cfg.Poll, lim}, true
+}
+
+// compile resolves cfg's tags and plans their requests.
+func compile(cfg Config, lim limits) (*compiled, error) {
 	tags := make([]tag, 0, len(cfg.Tags))
 	polls := make([]time.Duration, 0, len(cfg.Tags))
 	var errs []error
@@ -151,36 +223,23 @@ func New(device string, cfg Config, log *slog.Logger, opts ...Option) (*Driver, 
 	if len(tags) == 0 {
 		return nil, errors.New("no tags")
 	}
-	if o.links != nil {
-		if d.link, err = o.links.get(ep); err != nil {
-			return nil, err
-		}
-	} else {
-		d.link = newLink(ep, log)
-	}
-	d.link.budget.Add(int64(d.timeout + d.pause))
-	d.plan.Device = device
-	d.groups = plan(tags, polls, lim)
-	d.state = make([][]reqState, len(d.groups))
-	d.last = make([][]string, len(d.groups))
-	for i := range d.groups {
-		g := &d.groups[i]
-		d.polls = append(d.polls, g.poll)
-		d.state[i] = make([]reqState, len(g.reqs))
-		d.last[i] = make([]string, len(g.tags))
-		d.maxReqs = max(d.maxReqs, len(g.reqs))
+	c := &compiled{src: slices.Clone(cfg.Tags), groups: plan(tags, polls, lim), byName: map[string]int{}}
+	for i := range c.groups {
+		g := &c.groups[i]
+		c.polls = append(c.polls, g.poll)
+		c.maxReqs = max(c.maxReqs, len(g.reqs))
 		pg := PlanGroup{Poll: g.poll}
 		infos := make([]collector.TagInfo, len(g.tags))
 		for ti := range g.tags {
 			t := &g.tags[ti]
 			pg.Tags = append(pg.Tags, t.name)
 			infos[ti] = t.info()
-			if _, dup := d.byName[t.name]; !dup {
-				d.byName[t.name] = len(d.tags)
-				d.tags = append(d.tags, t)
+			if _, dup := c.byName[t.name]; !dup {
+				c.byName[t.name] = len(c.tags)
+				c.tags = append(c.tags, t)
 			}
 		}
-		d.infos = append(d.infos, infos)
+		c.infos = append(c.infos, infos)
 		for _, r := range g.reqs {
 			pr := Request{Table: r.table, Start: r.start, Count: r.count}
 			for _, ti := range r.tags {
@@ -188,9 +247,9 @@ func New(device string, cfg Config, log *slog.Logger, opts ...Option) (*Driver, 
 			}
 			pg.Requests = append(pg.Requests, pr)
 		}
-		d.plan.Groups = append(d.plan.Groups, pg)
+		c.plan = append(c.plan, pg)
 	}
-	return d, nil
+	return c, nil
 }
 
 // Endpoint returns the device's parsed URL.

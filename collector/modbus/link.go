@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +24,10 @@ import (
 // per gateway (per configuration load) and pass it to every New. It is safe
 // for concurrent use.
 type Links struct {
-	log *slog.Logger
-	mu  sync.Mutex // guards m
-	m   map[string]*link
+	log   *slog.Logger
+	mu    sync.Mutex // guards m and plans
+	m     map[string]*link
+	plans map[compiledKey]*compiled
 }
 
 // NewLinks returns an empty set of links. log gets link events (opened,
@@ -34,7 +36,27 @@ func NewLinks(log *slog.Logger) *Links {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Links{log: log, m: map[string]*link{}}
+	return &Links{log: log, m: map[string]*link{}, plans: map[compiledKey]*compiled{}}
+}
+
+// compiled returns the compiled tags kept for k, or nil. tags are the
+// configured tags k was made of; they are compared in full, so a hash that
+// collides, or a field JSON leaves out, never shares a wrong plan.
+func (ls *Links) compiled(k compiledKey, tags []Tag) *compiled {
+	ls.mu.Lock()
+	c := ls.plans[k]
+	ls.mu.Unlock()
+	if c != nil && reflect.DeepEqual(c.src, tags) {
+		return c
+	}
+	return nil
+}
+
+// keep keeps c for the next driver whose tags are k's.
+func (ls *Links) keep(k compiledKey, c *compiled) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.plans[k] = c
 }
 
 // get returns the link for ep, creating it on first use. Devices on one

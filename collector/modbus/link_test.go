@@ -81,3 +81,68 @@ func TestLinkWaitsEndAtTheDeadline(t *testing.T) {
 		t.Errorf("short sleep: %v", err)
 	}
 }
+
+// TestDevicesOfOneProfileShareTheirCompiledTags: drivers built with one
+// Links from the same tags (one device profile's slice, or equal tags
+// written out for each device) share what New makes of them; each keeps
+// its own name and per-request state, and tags that differ in anything
+// are compiled anew.
+func TestDevicesOfOneProfileShareTheirCompiledTags(t *testing.T) {
+	links := NewLinks(nil)
+	scale := 0.1
+	tags := []Tag{{Name: "a", Address: 40001, Scale: &scale}, {Name: "b", Address: 40002, Type: TypeFloat32}}
+	cfg := Config{URL: "tcp://127.0.0.1:1502", Poll: time.Second, Tags: tags}
+	d1, err := New("m1", cfg, nil, WithLinks(links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := New("m2", cfg, nil, WithLinks(links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &d1.groups[0] != &d2.groups[0] || &d1.infos[0][0] != &d2.infos[0][0] {
+		t.Error("two devices of one tag slice do not share their compiled tags")
+	}
+	if &d1.state[0][0] == &d2.state[0][0] || &d1.last[0][0] == &d2.last[0][0] {
+		t.Error("two devices share their per-request state")
+	}
+	if d1.Plan().Device != "m1" || d2.Plan().Device != "m2" {
+		t.Errorf("plans name %q and %q", d1.Plan().Device, d2.Plan().Device)
+	}
+	scale2 := 0.1
+	inline := []Tag{{Name: "a", Address: 40001, Scale: &scale2}, {Name: "b", Address: 40002, Type: TypeFloat32}}
+	d5, err := New("m5", Config{URL: cfg.URL, Poll: cfg.Poll, Tags: inline}, nil, WithLinks(links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &d5.groups[0] != &d1.groups[0] {
+		t.Error("equal tags written out again do not share the compiled tags")
+	}
+	scale2 = 0.2
+	d6, err := New("m6", Config{URL: cfg.URL, Poll: cfg.Poll, Tags: inline}, nil, WithLinks(links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &d6.groups[0] == &d1.groups[0] || d6.groups[0].tags[0].scale != 0.2 {
+		t.Error("a tag with another scale shares the compiled tags")
+	}
+	tags[1].Address = 40011
+	d3, err := New("m3", cfg, nil, WithLinks(links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &d3.groups[0] == &d1.groups[0] {
+		t.Fatal("a tag slice changed in place reused the old compiled tags")
+	}
+	if got := d3.Plan().Groups[0].Requests; len(got) != 1 || got[0].Count != 12 {
+		t.Errorf("requests after the change: %+v, want one of 12 registers (40001..40012)", got)
+	}
+	other := Config{URL: cfg.URL, Poll: 2 * time.Second, Tags: tags}
+	d4, err := New("m4", other, nil, WithLinks(links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d4.Groups()[0] != 2*time.Second {
+		t.Errorf("a device with another poll interval polls every %v", d4.Groups()[0])
+	}
+}
