@@ -25,7 +25,12 @@
 // hands each run of completed records to one of two ack workers, which call
 // Source.AckSeqs naming exactly those records (two, so that one run can join
 // the buffer's next group commit while the other waits for its fsync). A
-// record keeps its window slot until its deletion is durable. Because live and backlog interleave, the
+// record's window slot is freed at its PUBACK; from then until AckSeqs
+// returns it is settling (Stats.Settling). The buffer may hold
+// acknowledgements back for the next poll's commit (its AckLinger); the
+// sender stops while in-flight and settling records fill 8 windows, and
+// then asks the Source to commit them at once (AckCommitter), as it does
+// when a connection ends. Because live and backlog interleave, the
 // acknowledged records are not a prefix; AckSeqs deletes only what it names.
 // A record is acknowledged to the Source only after its own PUBACK arrived
 // (or, if the encoder refused it, at once, counted in EncodeErrors).
@@ -34,9 +39,11 @@
 // connection lost (a write error, or no PINGRESP: see Dead links), the
 // connection is closed without DISCONNECT (so the broker publishes the last
 // will). The next connection starts again from what the Source holds: the
-// records not yet acknowledged, now all backlog. Delivery is therefore
+// records not yet acknowledged, now all backlog; it starts only once every
+// acknowledgement of the old connection has returned. Delivery is therefore
 // at-least-once: a platform can see at most Window messages again after
-// each reconnect (those in flight at the break), identified by their seq.
+// each reconnect (those in flight at the break), identified by their seq,
+// and after a crash at most 8 windows (those in flight or settling).
 //
 // # Dead links
 //
@@ -86,8 +93,8 @@
 // connection one more goroutine waits for PUBACKs in send order and two ack
 // workers call Source.AckSeqs; paho calls the connection-lost handler from
 // its own goroutine. Run returns after the PUBACK goroutine and the ack
-// workers have exited. The two share the window
-// count (atomic), a FIFO channel of sent messages, and the session's failure
+// workers have exited. They share the window
+// and settling counts (atomic), a FIFO channel of sent messages, and the session's failure
 // state (sync.Once plus a closed channel); the only mutex guards
 // Stats.LastError.
 package uplink
