@@ -12,7 +12,7 @@
 // The sender keeps two cursors. Whenever the in-flight window has room it
 // first publishes every live record there is (in sequence order), then fills
 // what is left of the window from the backlog (oldest first) — but never the
-// last quarter of the window, which stays free for live records — at most
+// last half of the window, which stays free for live records — at most
 // Config.ReplayRate backlog records per second if that is set (a token
 // bucket holding 100 ms worth). So live data keeps its latency while a
 // backlog drains, and the backlog uses the rest of the link. Each stream is

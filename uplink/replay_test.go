@@ -127,8 +127,12 @@ func TestUplinkLiveRecordsNeverWaitForTheBacklog(t *testing.T) {
 		}
 		return nil
 	})
-	if n := u.Stats().InFlight; n != cfg.Window {
-		t.Errorf("in flight %d, want the window %d", n, cfg.Window)
+	// The window is full now, unless PUBACKs the proxy had read before
+	// the stall arrived meanwhile and freed backlog slots (one read can
+	// carry several); then the backlog stays below its share until the
+	// live records' slots free up.
+	if n := u.Stats().InFlight; n < len(live) || n > cfg.Window {
+		t.Errorf("in flight %d, want %d..%d (the live records, at most the window)", n, len(live), cfg.Window)
 	}
 	p.Stall(false)
 	allDelivered(t, rec, src, backlog+len(live))

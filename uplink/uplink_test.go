@@ -314,7 +314,7 @@ func TestUplinkWindowBoundsInFlight(t *testing.T) {
 	})
 	p.Stall(true)
 	gated.open()
-	// The backlog leaves a quarter of the window to live records.
+	// The backlog leaves part of the window (liveReserve) to live records.
 	backlogMax := cfg.Window - cfg.Window/liveReserve
 	checkFor(t, wait, time.Millisecond, func() error {
 		if st := u.Stats(); st.InFlight != backlogMax {
