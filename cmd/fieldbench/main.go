@@ -131,8 +131,12 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		results = append(results, r)
 		if *runs > 1 {
-			fmt.Fprintf(stderr, "run %d: %.0f readings/s, %.3f CPU-s/M, %.1f MiB peak RSS, p99 %.1f ms, lost %d\n",
-				i+1, r.ReadingsPerSec, r.CPUSecPerMillion, r.PeakRSSMiB, r.LatencyP99Ms, r.LostRecords)
+			replay := ""
+			if p.Outage > 0 && r.ReplayLiveReadings > 0 {
+				replay = fmt.Sprintf(", replay %.0f readings/s with live p99 %.1f ms (%.2f×)", r.ReplayPerSec, r.ReplayLiveP99Ms, r.ReplayP99Ratio)
+			}
+			fmt.Fprintf(stderr, "run %d: %.0f readings/s, %.3f CPU-s/M, %.1f MiB peak RSS, p99 %.1f ms, lost %d%s\n",
+				i+1, r.ReadingsPerSec, r.CPUSecPerMillion, r.PeakRSSMiB, r.LatencyP99Ms, r.LostRecords, replay)
 		}
 	}
 	med := median(results)
