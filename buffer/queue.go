@@ -466,13 +466,10 @@ func (q *Queue) linger(t *time.Timer) {
 		case <-q.kick:
 		case <-t.C:
 		case <-q.closing:
+			t.Stop()
+			return
 		}
 		t.Stop()
-		select {
-		case <-q.closing:
-			return
-		default:
-		}
 	}
 }
 

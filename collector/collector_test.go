@@ -411,31 +411,39 @@ func equalBools(a, b []bool) bool {
 func TestCollectorTimeoutMakesTagsBadTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFake(time.Second)
-		f.timeout = 300 * time.Millisecond
 		f.hangRead = true
-		rec := &recorder{}
-		log, _ := newLogger()
-		c := New([]Device{{Name: "silent", Driver: f}}, rec.sink, log)
-		stop := run(t, c)
-		time.Sleep(2 * time.Second)
-		if err := stop(); err != nil {
-			t.Fatal(err)
-		}
-		f.mu.Lock()
-		start := f.readStarts[0][0]
-		f.mu.Unlock()
-		b := rec.get()
-		if len(b) == 0 {
-			t.Fatal("no batch")
-		}
-		p := b[0].Points[0]
-		if p.Quality != telemetry.Bad|telemetry.ReasonTimeout {
-			t.Errorf("quality %v, want bad:timeout", p.Quality)
-		}
-		if d := p.Time.Sub(start); d != 300*time.Millisecond {
-			t.Errorf("Bad point %v after the read started, want the 300ms timeout", d)
-		}
+		readTimesOut(t, f, f)
 	})
+}
+
+// readTimesOut runs drv, whose reads (recorded by f) last until the
+// device's 300 ms timeout, for 2 s in a synctest bubble, and checks that
+// the first read's tags went Bad|timeout exactly at that timeout.
+func readTimesOut(t *testing.T, drv Driver, f *fakeDriver) {
+	t.Helper()
+	f.timeout = 300 * time.Millisecond
+	rec := &recorder{}
+	log, _ := newLogger()
+	c := New([]Device{{Name: "silent", Driver: drv}}, rec.sink, log)
+	stop := run(t, c)
+	time.Sleep(2 * time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	start := f.readStarts[0][0]
+	f.mu.Unlock()
+	b := rec.get()
+	if len(b) == 0 {
+		t.Fatal("no batch")
+	}
+	p := b[0].Points[0]
+	if p.Quality != telemetry.Bad|telemetry.ReasonTimeout {
+		t.Errorf("quality %v, want bad:timeout", p.Quality)
+	}
+	if d := p.Time.Sub(start); d != 300*time.Millisecond {
+		t.Errorf("Bad point %v after the read started, want the 300ms timeout", d)
+	}
 }
 
 func TestCollectorDeadDeviceDoesNotDelayOthers(t *testing.T) {
@@ -539,31 +547,12 @@ func (b *boundFake) Read(ctx context.Context, group int, dst []telemetry.Point) 
 func TestCollectorDeadlineBoundDriverTimesOut(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := &boundFake{fakeDriver: newFake(time.Second)}
-		f.timeout = 300 * time.Millisecond
-		rec := &recorder{}
-		log, _ := newLogger()
-		c := New([]Device{{Name: "silent", Driver: f}}, rec.sink, log)
-		stop := run(t, c)
-		time.Sleep(2 * time.Second)
-		if err := stop(); err != nil {
-			t.Fatal(err)
+		readTimesOut(t, f, f.fakeDriver)
+		if f.reads == 0 {
+			t.Fatal("the driver was never read")
 		}
-		f.mu.Lock()
-		start := f.readStarts[0][0]
-		f.mu.Unlock()
-		if f.reads == 0 || f.sawDone {
+		if f.sawDone {
 			t.Error("the read context's Done closed at the deadline")
-		}
-		b := rec.get()
-		if len(b) == 0 {
-			t.Fatal("no batch")
-		}
-		p := b[0].Points[0]
-		if p.Quality != telemetry.Bad|telemetry.ReasonTimeout {
-			t.Errorf("quality %v, want bad:timeout", p.Quality)
-		}
-		if d := p.Time.Sub(start); d != 300*time.Millisecond {
-			t.Errorf("Bad point %v after the read started, want the 300ms timeout", d)
 		}
 	})
 }

@@ -134,7 +134,7 @@ type Uplink struct {
 	reconnects   atomic.Uint64
 	encodeErrors atomic.Uint64
 	inFlight     atomic.Int64
-	acking       atomic.Int64 // PUBACKed, their acknowledgement to the Source not returned
+	settling     atomic.Int64 // Stats.Settling
 	maxInFlight  atomic.Int64 // highest InFlight seen
 	backlog      atomic.Int64 // Stats.BacklogRecords while connected
 	histFlying   atomic.Int64 // backlog records in flight
@@ -198,7 +198,7 @@ func (u *Uplink) Stats() Stats {
 		EncodeErrors:  u.encodeErrors.Load(),
 		InFlight:      int(u.inFlight.Load()),
 		MaxInFlight:   int(u.maxInFlight.Load()),
-		Settling:      int(u.acking.Load()),
+		Settling:      int(u.settling.Load()),
 		LastError:     last,
 		ReplayedTotal: u.replayed.Load(),
 		LiveTotal:     u.live.Load(),
@@ -593,7 +593,7 @@ func (u *Uplink) session(ctx context.Context, reconnect bool) (res sessionResult
 	}
 	u.connected.Store(false)
 	u.inFlight.Store(0)
-	u.acking.Store(0)
+	u.settling.Store(0)
 	u.histFlying.Store(0)
 	res.progressed = s.prog.Load()
 	res.uptime = time.Since(start)
@@ -880,12 +880,7 @@ func (s *session) watch(ctx context.Context, arrived chan<- struct{}) {
 func (s *session) sendSome() (sent int, next time.Duration, err error) {
 	u := s.u
 	window := int64(u.cfg.Window)
-	flying := u.inFlight.Load()
-	settled := ackBound*window - flying - u.acking.Load()
-	if settled <= 0 && flying < window {
-		s.hurry()
-	}
-	free := int(min(window-flying, settled))
+	free := s.room(window)
 	if free <= 0 {
 		return 0, 0, nil
 	}
@@ -912,8 +907,7 @@ func (s *session) sendSome() (sent int, next time.Duration, err error) {
 		return sent, 0, nil
 	}
 	// The backlog leaves Window/liveReserve slots to live records.
-	flying = u.inFlight.Load()
-	free = int(min(window-window/liveReserve-flying, ackBound*window-flying-u.acking.Load()))
+	free = s.room(window - window/liveReserve)
 	if free <= 0 {
 		return sent, 0, nil
 	}
@@ -945,6 +939,21 @@ func (s *session) sendSome() (sent int, next time.Duration, err error) {
 		u.log.Info("backlog replayed", "up_to_seq", s.mark, "replayed_total", u.replayed.Load())
 	}
 	return sent, 0, nil
+}
+
+// room returns how many more records may be sent into a share of the
+// window: share less those in flight, and no more than ackBound windows
+// less those in flight and settling. When settling records are what holds
+// the sender back, it asks the Source to commit them (hurry).
+func (s *session) room(share int64) int {
+	u := s.u
+	window := int64(u.cfg.Window)
+	flying := u.inFlight.Load()
+	settled := ackBound*window - flying - u.settling.Load()
+	if settled <= 0 && flying < window {
+		s.hurry()
+	}
+	return int(min(share-flying, settled))
 }
 
 // hurry asks the Source to commit the acknowledgements it holds back, if
@@ -1012,9 +1021,9 @@ func (s *session) ackLoop() {
 	flush := func() {
 		if run != nil {
 			// Never blocks: a run holds at least one record, and the
-			// sender keeps in flight and acking within cap(runs).
+			// sender keeps in flight and settling within cap(runs).
 			n := int64(len(run.seqs))
-			u.acking.Add(n)
+			u.settling.Add(n)
 			u.inFlight.Add(-n)
 			s.runs <- run
 			run = nil
@@ -1153,7 +1162,7 @@ func (u *Uplink) slowAcked(records int64) {
 		return
 	}
 	u.log.Warn("acknowledgement to the buffer has not returned; publishing stops while 8 windows of records wait for one",
-		"records", records, "after", u.slowAfter, "slow_acks_total", total, "settling", u.acking.Load(), "in_flight", u.inFlight.Load())
+		"records", records, "after", u.slowAfter, "slow_acks_total", total, "settling", u.settling.Load(), "in_flight", u.inFlight.Load())
 }
 
 func (s *session) recycle(r *ackRun) {
@@ -1189,7 +1198,7 @@ func (s *session) ack(seqs []uint64, hist, n int64, logged *bool) {
 	u.live.Add(uint64(n - hist))
 	u.backlog.Add(-hist)
 	u.histFlying.Add(-hist)
-	u.acking.Add(-n)
+	u.settling.Add(-n)
 	select {
 	case s.freed <- struct{}{}:
 	default:
